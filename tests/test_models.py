@@ -1,0 +1,154 @@
+"""Backbones and the assembled attention network: shapes, parameter counts, gates, dtypes."""
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import model_config
+from wrna_jax.models import create_model, gated_combination
+
+NATIVE = {"mnist_cnn": (40, 1, 5), "cifar_wrn": (32, 3, 3), "imagenet_resnet": (224, 3, 4)}
+
+
+def init(model, size, channels, batch=4, seed=0):
+    x = jax.random.uniform(jax.random.key(seed + 1), (batch, size, size, channels))
+    return jax.jit(model.init)(jax.random.key(seed), x), x
+
+
+def count(tree) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("width, expected", [(2, 68_883_240), (1, 25_557_032)])
+def test_imagenet_resnet_parameter_counts_match_torchvision(width, expected):
+    model = create_model(model_config("imagenet_resnet", ad=0, depth=50, width=width, num_classes=1000))
+    variables = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 224, 224, 3)))
+    assert count(variables["params"]) == expected
+
+
+@pytest.mark.parametrize("preset", ["paper", "released"])
+@pytest.mark.parametrize("backbone", sorted(NATIVE))
+def test_output_shapes_at_native_size(backbone, preset):
+    size, channels, points = NATIVE[backbone]
+    ad, aw, classes = points, 3, 7
+    model = create_model(model_config(backbone, ad=ad, aw=aw, preset=preset, num_classes=classes,
+                                      depth=50 if backbone == "imagenet_resnet" else 10))
+    x = jnp.zeros((2, size, size, channels))
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    out, _ = jax.eval_shape(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]), variables)
+    heads = 1 + ad * aw
+    assert out.log_probs.shape == (2, classes)
+    assert out.hypotheses.shape == (2, heads, classes)
+    assert out.gates.shape == (2, heads)
+    assert out.regularizer.shape == ()
+    assert len(out.hypothesis_names) == heads and out.hypothesis_names[0] == "backbone"
+    points = model.backbone.attach_points[:ad]
+    assert sorted(out.masks) == sorted(points)
+    expected_hw = {"mnist_cnn": [4, 6, 6, 8, 18], "cifar_wrn": [8, 16, 32],
+                   "imagenet_resnet": [7, 14, 28, 56]}[backbone]
+    for point, hw in zip(points, expected_hw):
+        assert out.masks[point].shape == (2, hw, hw, aw)
+
+
+@pytest.mark.parametrize("preset", ["paper", "released"])
+def test_softmax_masks_sum_to_one_and_sigmoid_masks_in_unit_interval(preset):
+    for mask_fn in ("softmax", "sigmoid"):
+        model = create_model(model_config(ad=3, aw=2, preset=preset, mask_fn=mask_fn))
+        variables, x = init(model, 40, 1)
+        out = jax.jit(model.apply)(variables, x)
+        for mask in out.masks.values():
+            if mask_fn == "softmax":
+                np.testing.assert_allclose(mask.sum(axis=(1, 2)), 1.0, rtol=1e-5)
+            else:
+                assert float(mask.min()) > 0.0 and float(mask.max()) < 1.0
+            assert not np.allclose(mask, mask.mean())
+
+
+@pytest.mark.parametrize("preset", ["paper", "released"])
+def test_backbone_hypothesis_is_the_plain_backbone(preset):
+    """Gates giving all weight to out_net reproduce the plain backbone (SPEC 1.5)."""
+    attention_model = create_model(model_config(ad=3, preset=preset))
+    plain_model = create_model(model_config(ad=0, preset=preset))
+    variables, x = init(attention_model, 40, 1)
+    plain_variables = jax.tree.map(lambda t: {"backbone": t["backbone"]}, variables,
+                                   is_leaf=lambda t: isinstance(t, dict) and "backbone" in t)
+    plain = plain_model.apply(plain_variables, x)
+    out = attention_model.apply(variables, x)
+    np.testing.assert_allclose(plain.log_probs, jax.nn.log_softmax(plain.hypotheses[:, 0]), atol=1e-6)
+    one_hot = jnp.zeros(out.gates.shape).at[:, 0].set(1.0)
+    np.testing.assert_allclose(gated_combination(out.hypotheses, one_hot), plain.log_probs, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", ["paper", "released"])
+def test_equal_gates_give_the_mean_of_the_hypotheses(preset):
+    """Zero gate weights make every confidence tanh(0): the output is the plain mean."""
+    model = create_model(model_config(ad=2, aw=3, preset=preset))
+    variables, x = init(model, 40, 1)
+    flat = flax.traverse_util.flatten_dict(variables["params"], sep="/")
+    gate_keys = [k for k in flat if "gate" in k and ("kernel" in k or k.endswith("gate/kernel"))]
+    assert len(gate_keys) == 3  # two modules' stacked gate kernels and the backbone gate
+    flat = {k: jnp.zeros_like(v) if k in gate_keys else v for k, v in flat.items()}
+    variables = {**variables, "params": flax.traverse_util.unflatten_dict(flat, sep="/")}
+    out = jax.jit(model.apply)(variables, x)
+    np.testing.assert_allclose(out.gates, 1.0 / 7, rtol=1e-6)
+    mean = jax.nn.log_softmax(out.hypotheses, axis=-1).mean(axis=1)
+    np.testing.assert_allclose(out.log_probs, mean, atol=1e-6)
+    ungated = create_model(model_config(ad=2, aw=3, preset=preset, gates=False))
+    np.testing.assert_allclose(ungated.apply(variables, x).log_probs, mean, atol=1e-6)
+
+
+@pytest.mark.parametrize("preset, reduction", [("paper", "avg"), ("paper", "project"),
+                                               ("released", "project"), ("released", "avg")])
+def test_every_attention_parameter_gets_a_finite_nonzero_gradient(preset, reduction):
+    model = create_model(model_config(ad=4, aw=2, preset=preset, reduction=reduction))
+    variables, x = init(model, 40, 1, batch=8)
+    labels = jnp.arange(8) % 10
+
+    def loss(params):
+        out, _ = model.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        nll = -jnp.take_along_axis(out.log_probs, labels[:, None], axis=1).mean()
+        return nll + out.regularizer
+
+    grads = flax.traverse_util.flatten_dict(jax.jit(jax.grad(loss))(variables["params"]), sep="/")
+    attention = {k: g for k, g in grads.items() if not k.startswith("backbone/")}
+    assert len(attention) > 10
+    for name, grad in attention.items():
+        assert np.all(np.isfinite(grad)), name
+        assert np.any(grad != 0), name
+
+
+@pytest.mark.parametrize("backbone, size, channels", [("mnist_cnn", 40, 1), ("cifar_wrn", 32, 3)])
+def test_bfloat16_forward_matches_float32(backbone, size, channels):
+    """bf16 compute with fp32 params: probabilities agree to 0.03, predictions nearly always."""
+    f32 = create_model(model_config(backbone, ad=3, aw=2))
+    bf16 = create_model(model_config(backbone, ad=3, aw=2, dtype="bfloat16"))
+    variables, x = init(f32, size, channels, batch=16)
+    _, state = jax.jit(lambda v: f32.apply(v, x, train=True, mutable=["batch_stats"]))(variables)
+    variables = {"params": variables["params"], **state}
+    ref = jax.jit(f32.apply)(variables, x)
+    low = jax.jit(bf16.apply)(variables, x)
+    assert low.log_probs.dtype == jnp.float32
+    assert jax.tree.leaves(variables["params"])[0].dtype == jnp.float32
+    np.testing.assert_allclose(np.exp(low.log_probs), np.exp(ref.log_probs), atol=0.03)
+    np.testing.assert_allclose(low.gates, ref.gates, atol=0.03)
+    assert np.mean(np.argmax(low.log_probs, -1) == np.argmax(ref.log_probs, -1)) >= 0.9
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(ad=6), r"attention.depth \(AD\) = 6.*5 attach points.*use 0..5"),
+    (dict(aw=0), r"attention.width \(AW\) = 0: it must be at least 1"),
+    (dict(preset="fancy"), r"Unknown attention.preset 'fancy'; valid choices are 'paper', 'released'"),
+    (dict(backbone="vgg"), r"Unknown model.backbone 'vgg'.*'imagenet_resnet', 'cifar_wrn', 'mnist_cnn'"),
+    (dict(reduction="max"), r"Unknown attention.reduction 'max'.*'project', 'avg'"),
+    (dict(mask_fn="relu"), r"Unknown attention.mask_fn 'relu'.*'softmax', 'sigmoid'"),
+    (dict(mask_kernel=5), r"Unknown attention.mask_kernel 5.*1, 3"),
+    (dict(dtype="float16"), r"Unknown model.dtype 'float16'.*'float32', 'bfloat16'"),
+    (dict(backbone="cifar_wrn", depth=27), r"model.depth=27 is not a valid WRN depth"),
+    (dict(backbone="cifar_wrn", ad=4), r"3 attach points \('group3', 'group2', 'group1'\)"),
+    (dict(backbone="imagenet_resnet", depth=34), r"Unknown model.depth for imagenet_resnet 34.*50, 101, 152"),
+])
+def test_invalid_configs_fail_at_creation_naming_the_valid_choices(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        create_model(model_config(**overrides))
