@@ -13,7 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.dataset = ml_collections.ConfigDict(dict(
         name="cluttered_mnist",   # a TFDS name; see wrna_jax/data/datasets.py
-        data_dir=None,            # TFDS data_dir (None: ~/tensorflow_datasets)
+        data_dir=ml_collections.config_dict.placeholder(str),  # TFDS data_dir (None: ~/tensorflow_datasets)
         num_distractors=8,        # cluttered MNIST: D, and the split sizes generated locally
         num_train=60_000,
         num_validation=10_000,

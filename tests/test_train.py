@@ -1,0 +1,113 @@
+"""Training end to end on tiny cluttered MNIST: resume, checkpoints, failure modes."""
+
+import glob
+import json
+import os
+
+import flax
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_train_config
+from wrna_jax import checkpoint, evaluate, parallel
+from wrna_jax.data import datasets
+from wrna_jax.models import create_model
+from wrna_jax.optim import learning_rate_schedule, parameter_groups
+from wrna_jax.state import create_train_state
+from wrna_jax.train import train_and_evaluate
+
+
+def restore_params(config, workdir, which="latest"):
+    model = create_model(config)
+    builder = datasets.get_builder(config.dataset)
+    state = create_train_state(config, model, datasets.input_shape(builder), parallel.create_mesh(1), 1)
+    ckpts = checkpoint.Checkpoints(workdir)
+    step = ckpts.resolve(which)
+    restored = ckpts.restore(step, state)
+    ckpts.close()
+    return step, jax.device_get(restored.params), jax.device_get(restored.batch_stats)
+
+
+def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_run(data_dir, tmp_path):
+    config = tiny_train_config(data_dir)
+    config.num_epochs = 3
+    whole = train_and_evaluate(config, str(tmp_path / "whole"))
+
+    interrupted = tmp_path / "interrupted"
+    config.num_epochs = 1
+    first = train_and_evaluate(config, str(interrupted))
+    assert first["step"] == 8
+    # A save killed half-way leaves only orbax's temporary directory behind: ignored on resume.
+    os.makedirs(interrupted / "checkpoints" / "16.orbax-checkpoint-tmp-1234" / "default")
+    config.num_epochs = 3
+    resumed = train_and_evaluate(config, str(interrupted))
+
+    assert whole["step"] == resumed["step"] == 24
+    assert whole["accuracy"] == resumed["accuracy"]
+    _, params_a, stats_a = restore_params(config, str(tmp_path / "whole"))
+    _, params_b, stats_b = restore_params(config, str(interrupted))
+    for a, b in zip(jax.tree.leaves((params_a, stats_a)), jax.tree.leaves((params_b, stats_b))):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    log = [json.loads(line) for line in open(interrupted / "metrics.jsonl")]
+    lrs = {r["step"]: r["learning_rate"] for r in log if "learning_rate" in r}
+    assert lrs[8] == pytest.approx(0.1) and lrs[24] == pytest.approx(0.01)  # x0.1 after epoch 1
+
+
+def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(data_dir, tmp_path):
+    config = tiny_train_config(data_dir)
+    config.num_epochs = 1
+    train_and_evaluate(config, str(tmp_path))
+    config.num_epochs = 2
+    config.optimizer.learning_rate = float("inf")
+    with pytest.raises(FloatingPointError, match=r"NaN or infinite at step 10;.*learning_rate"):
+        train_and_evaluate(config, str(tmp_path))
+    assert checkpoint.Checkpoints(str(tmp_path)).all_steps() == [8]
+    _, params, _ = restore_params(config, str(tmp_path))
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params))
+
+
+def test_invalid_config_fails_before_any_data_or_workdir(tmp_path):
+    config = tiny_train_config(str(tmp_path / "never_created"))
+    config.attention.depth = 6
+    with pytest.raises(ValueError, match=r"attention.depth \(AD\) = 6"):
+        train_and_evaluate(config, str(tmp_path / "run"))
+    assert not (tmp_path / "never_created").exists() and not (tmp_path / "run").exists()
+
+
+def test_eval_rejects_a_checkpoint_of_another_model(data_dir, tmp_path):
+    config = tiny_train_config(data_dir)
+    config.num_epochs = 1
+    train_and_evaluate(config, str(tmp_path))
+    config.attention.width = 3
+    config.attention.mask_fn = "sigmoid"
+    with pytest.raises(ValueError, match=r"attention.mask_fn: checkpoint None, config 'sigmoid'\n  "
+                                         r"attention.width: checkpoint 2, config 3"):
+        evaluate.evaluate_checkpoint(config, str(tmp_path))
+    with pytest.raises(ValueError, match=r"different model config"):
+        train_and_evaluate(config, str(tmp_path))
+
+
+def test_checkpoint_choice_errors(tmp_path):
+    ckpts = checkpoint.Checkpoints(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="No checkpoint in .*train first"):
+        ckpts.resolve("best")
+
+
+def test_schedules_and_learning_rate_groups():
+    config = tiny_train_config("unused")
+    config.optimizer.learning_rate = 0.2
+    config.schedule.update(kind="every", every_epochs=2, factor=0.5, warmup_epochs=1)
+    schedule = learning_rate_schedule(config, steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (0, 5, 10, 19, 20, 40)] == pytest.approx([0, 0.1, 0.2, 0.2, 0.1, 0.05])
+    config.schedule.update(kind="steps", boundaries_epochs=(1, 3), factor=0.1, warmup_epochs=0)
+    schedule = learning_rate_schedule(config, steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (0, 9, 10, 29, 30)] == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002])
+    config.schedule.kind = "cosine"
+    with pytest.raises(ValueError, match="'constant', 'steps', 'every'"):
+        learning_rate_schedule(config, 10)
+    params = {"backbone": {"conv1": {"kernel": 0}, "fc2": {"kernel": 0}},
+              "att_conv5": {"mask_conv": {"kernel": 0}}, "output_gate": {"gate": {"kernel": 0}}}
+    groups = flax.traverse_util.flatten_dict(parameter_groups(params, "fc2"), sep="/")
+    assert groups == {"backbone/conv1/kernel": "backbone", "backbone/fc2/kernel": "head",
+                      "att_conv5/mask_conv/kernel": "head", "output_gate/gate/kernel": "head"}
