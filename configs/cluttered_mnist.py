@@ -20,9 +20,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if unknown:
         raise ValueError(f"Unknown config argument(s) {sorted(unknown)}; use 'baseline', "
                          "'paper_recipe' or both, comma-separated.")
-    config.num_epochs = 4
+    config.num_epochs = 2
     config.schedule.kind = "steps"
-    config.schedule.boundaries_epochs = (3,)
+    config.schedule.boundaries_epochs = (1.5,)
     config.optimizer.learning_rate = 0.1
     config.optimizer.head_lr_multiplier = 1.0
     if "paper_recipe" in options:

@@ -54,9 +54,9 @@ def test_output_shapes_at_native_size(backbone, preset):
 
 @pytest.mark.parametrize("preset", ["paper", "released"])
 def test_softmax_masks_sum_to_one_and_sigmoid_masks_in_unit_interval(preset):
+    variables, x = init(create_model(model_config(ad=3, aw=2, preset=preset)), 40, 1)
     for mask_fn in ("softmax", "sigmoid"):
         model = create_model(model_config(ad=3, aw=2, preset=preset, mask_fn=mask_fn))
-        variables, x = init(model, 40, 1)
         out = jax.jit(model.apply)(variables, x)
         for mask in out.masks.values():
             if mask_fn == "softmax":
@@ -99,8 +99,7 @@ def test_equal_gates_give_the_mean_of_the_hypotheses(preset):
     np.testing.assert_allclose(ungated.apply(variables, x).log_probs, mean, atol=1e-6)
 
 
-@pytest.mark.parametrize("preset, reduction", [("paper", "avg"), ("paper", "project"),
-                                               ("released", "project"), ("released", "avg")])
+@pytest.mark.parametrize("preset, reduction", [("paper", "avg"), ("released", "project")])
 def test_every_attention_parameter_gets_a_finite_nonzero_gradient(preset, reduction):
     model = create_model(model_config(ad=4, aw=2, preset=preset, reduction=reduction))
     variables, x = init(model, 40, 1, batch=8)

@@ -111,3 +111,18 @@ def test_schedules_and_learning_rate_groups():
     groups = flax.traverse_util.flatten_dict(parameter_groups(params, "fc2"), sep="/")
     assert groups == {"backbone/conv1/kernel": "backbone", "backbone/fc2/kernel": "head",
                       "att_conv5/mask_conv/kernel": "head", "output_gate/gate/kernel": "head"}
+
+
+def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
+    ckpts = checkpoint.Checkpoints(str(tmp_path), keep=2)
+    for step, accuracy in [(1, 0.5), (2, 0.9), (3, 0.6), (4, 0.7), (5, 0.65)]:
+        ckpts.save(step, {"w": np.full(3, step, np.float32)}, {"accuracy": accuracy})
+    ckpts.wait()
+    reopened = checkpoint.Checkpoints(str(tmp_path), keep=2)
+    assert reopened.all_steps() == [2, 4, 5]
+    assert reopened.resolve("best") == 2 and reopened.resolve("latest") == 5
+    assert reopened.resolve("4") == 4 and reopened.metrics(2) == {"accuracy": 0.9}
+    restored = reopened.restore(2, {"w": np.zeros(3, np.float32)})
+    np.testing.assert_array_equal(restored["w"], [2, 2, 2])
+    with pytest.raises(ValueError, match=r"use 'best', 'latest' or one of the saved steps \[2, 4, 5\]"):
+        reopened.resolve("3")

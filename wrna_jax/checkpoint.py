@@ -20,6 +20,10 @@ METRIC = "accuracy"
 MODEL_SECTIONS = ("model", "attention")
 
 
+def _metric(metrics: Mapping[str, float]) -> float:
+    return metrics[METRIC]
+
+
 class Checkpoints:
     """Saves and restores the training state (any pytree of arrays) with validation metrics."""
 
@@ -29,12 +33,14 @@ class Checkpoints:
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         policy = policies.AnyPreservationPolicy([
             policies.LatestN(keep),
-            policies.BestN(get_metric_fn=lambda m: m[METRIC], n=1,
+            policies.BestN(get_metric_fn=_metric, n=1,
                            keep_checkpoints_without_metrics=False),
         ])
         self.manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True,
+            # best_fn makes orbax store the metrics with each step; the policy decides what stays.
+            options=ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_metric,
+                                                 best_mode="max", create=True,
                                                  cleanup_tmp_directories=True))
 
     def latest_step(self) -> int | None:

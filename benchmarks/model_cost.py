@@ -1,0 +1,76 @@
+"""Cost of attention: parameters, FLOPs per image (XLA's cost analysis) and median CPU train-step
+time of the plain backbone and of both presets, as ratios measured in the same run.
+
+    python benchmarks/model_cost.py [--wrn-batch 4] [--mnist-batch 128] [--repeats 5]
+
+Models: WRN-50-2 at 224x224 (1000 classes) and the cluttered-MNIST CNN at 40x40; presets
+`paper` (AD=2, AW=2, avg reduction) and `released` (AD=3, AW=2, project reduction).
+"""
+
+import argparse
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import machine, median_time  # noqa: E402
+from configs import default  # noqa: E402
+from wrna_jax import parallel, train  # noqa: E402
+from wrna_jax.models import create_model  # noqa: E402
+from wrna_jax.state import create_train_state  # noqa: E402
+
+VARIANTS = (("plain backbone", dict(depth=0)),
+            ("paper AD=2 AW=2 avg", dict(preset="paper", depth=2, width=2, reduction="avg")),
+            ("released AD=3 AW=2 project", dict(preset="released", depth=3, width=2, reduction="project")))
+BACKBONES = {"WRN-50-2 @224": (dict(backbone="imagenet_resnet", depth=50, width=2, num_classes=1000), (224, 224, 3)),
+             "cluttered-MNIST CNN @40": (dict(backbone="mnist_cnn", num_classes=10), (40, 40, 1))}
+
+
+def measure(model_fields: dict, attention: dict, shape: tuple, batch: int, repeats: int) -> dict:
+    config = default.get_config()
+    config.model.update(model_fields)
+    config.attention.update(attention)
+    model = create_model(config)
+    mesh = parallel.create_mesh(1)
+    state = create_train_state(config, model, shape, mesh, steps_per_epoch=100)
+    params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
+    forward = jax.jit(lambda s, x: model.apply({"params": s.params, "batch_stats": s.batch_stats}, x).log_probs)
+    flops = forward.lower(state, jnp.zeros((batch, *shape))).compile().cost_analysis()["flops"] / batch
+    step = train.make_train_step(config, model, mesh, steps_per_epoch=100)
+    rng = np.random.default_rng(0)
+    data = parallel.shard_batch({"image": rng.random((batch, *shape), np.float32),
+                                 "label": rng.integers(0, model.num_classes, batch).astype(np.int32),
+                                 "mask": np.ones(batch, bool)}, parallel.batch_sharding(mesh))
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = step(holder["state"], data)
+        return metrics["loss"]
+
+    return {"params": params, "flops": flops, "step": median_time(run, warmup=2, repeats=repeats)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wrn-batch", type=int, default=4)
+    parser.add_argument("--mnist-batch", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    for name, (fields, shape) in BACKBONES.items():
+        batch = args.wrn_batch if "WRN" in name else args.mnist_batch
+        print(f"\n{name}, train step at batch {batch}, float32, median of {args.repeats}")
+        print(f"{'variant':28s} {'params':>12s} {'GFLOPs/img':>11s} {'x FLOPs':>8s} {'ms/step':>9s} {'x time':>7s}")
+        base = None
+        for variant, attention in VARIANTS:
+            r = measure(fields, attention, shape, batch, args.repeats)
+            base = base or r
+            print(f"{variant:28s} {r['params']:12,d} {r['flops'] / 1e9:11.3f} {r['flops'] / base['flops']:8.3f} "
+                  f"{1000 * r['step']:9.1f} {r['step'] / base['step']:7.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
