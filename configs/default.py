@@ -13,6 +13,9 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.dataset = ml_collections.ConfigDict(dict(
         name="cluttered_mnist",   # a TFDS name; see wrna_jax/data/datasets.py
+        train_split="train",
+        eval_split="validation",  # evaluated during training: best checkpoint, early stop
+        test_split="test",        # eval.py's default split
         data_dir=ml_collections.config_dict.placeholder(str),  # TFDS data_dir (None: ~/tensorflow_datasets)
         num_distractors=8,        # cluttered MNIST: D, and the split sizes generated locally
         num_train=60_000,

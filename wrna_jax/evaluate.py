@@ -113,6 +113,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
         if jax.process_index() == 0:
             figures["accuracy_vs_distractors"] = plots.plot_accuracy_vs_distractors(
                 {"model": sweep}, os.path.join(output_dir, "accuracy_vs_distractors.png"))
+            table = plots.distractor_table({"model": sweep})
+            with open(os.path.join(output_dir, "accuracy_vs_distractors.md"), "w") as f:
+                f.write(table)
+            print(table)
     if jax.process_index() == 0:
         batch = next(iter(eval_batches(builder, split, config, mesh)))
         _, out = step_fn(state, batch)

@@ -68,6 +68,16 @@ def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path
     return path
 
 
+def distractor_table(curves: Mapping[str, Mapping[int, float]]) -> str:
+    """The same data as `plot_accuracy_vs_distractors`, as a markdown table (accuracy %)."""
+    ds = sorted({d for curve in curves.values() for d in curve})
+    lines = ["| model | " + " | ".join(f"D={d}" for d in ds) + " |",
+             "|---|" + "---:|" * len(ds)]
+    for label, curve in curves.items():
+        lines.append(f"| {label} | " + " | ".join(f"{100 * curve[d]:.2f}" if d in curve else "" for d in ds) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_training_curves(metrics_path: str, path: str,
                          keys: Sequence[str] = ("train_loss", "train_accuracy", "val_accuracy")) -> str:
     """Curves of the JSON-lines metrics file written during training, against the step."""

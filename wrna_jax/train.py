@@ -127,7 +127,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpoint.check_compatible(workdir, config)
 
     builder = datasets.get_builder(config.dataset)
-    num_train = builder.info.splits["train"].num_examples
+    num_train = builder.info.splits[config.dataset.train_split].num_examples
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch < 1:
         raise ValueError(f"batch_size={config.batch_size} exceeds the {num_train} training examples.")
@@ -143,7 +143,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpoint.save_config(workdir, config)
 
     train_ds = pipeline.create_split(
-        builder, "train", local_batch, train=True, seed=config.seed,
+        builder, config.dataset.train_split, local_batch, train=True, seed=config.seed,
         preprocess_fn=datasets.preprocess_fn(config.dataset, train=True),
         process_index=jax.process_index(), process_count=jax.process_count(),
         cache=config.dataset.cache, shuffle_buffer=config.dataset.shuffle_buffer, start_step=start)
@@ -177,7 +177,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if pending:
                     _summarise(pending)
                 val_metrics = evaluate.evaluate_batches(
-                    p_eval_step, state, evaluate.eval_batches(builder, "validation", config, mesh),
+                    p_eval_step, state, evaluate.eval_batches(builder, config.dataset.eval_split, config, mesh),
                     model.hypothesis_names, config.model.num_classes)
                 log.write(step, {"val_accuracy": val_metrics["accuracy"], "val_loss": val_metrics["loss"]})
                 progress.write(f"step {step}: validation accuracy {val_metrics['accuracy']:.4f}")

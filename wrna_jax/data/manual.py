@@ -1,0 +1,94 @@
+"""Helpers shared by the TFDS builders that read a user's manual download (UEC Food-100,
+Adience): locating the unpacked folder, verifying images, and recording what was skipped."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Mapping
+
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image, ImageFile
+
+JPEG_QUALITY = 95
+
+_LOG = logging.getLogger(__name__)
+
+
+def find_manual_root(dl_manager: tfds.download.DownloadManager, marker: str, dataset: str,
+                     instructions: str) -> epath.Path:
+    """The folder holding `marker`: the manual_dir itself or one of its direct subfolders.
+
+    Raises FileNotFoundError naming the manual_dir and saying what to download when it is
+    missing, empty or lacks `marker` (TFDS's own AssertionError does not say what to do).
+    """
+    manual_dir = getattr(dl_manager, "_manual_dir", None)  # Only for the message.
+    try:
+        root = epath.Path(dl_manager.manual_dir)
+    except AssertionError:
+        raise FileNotFoundError(
+            f"{dataset}: the manual download directory {manual_dir} does not exist or is "
+            f"empty.\n{instructions}") from None
+    candidates = [root, *sorted(path for path in root.iterdir() if path.is_dir())]
+    for candidate in candidates:
+        if (candidate / marker).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"{dataset}: no {marker} in the manual download directory {root} or in its direct "
+        f"subfolders.\n{instructions}")
+
+
+@contextlib.contextmanager
+def _strict_truncation() -> Iterator[None]:
+    """Makes PIL raise on truncated files even if someone enabled LOAD_TRUNCATED_IMAGES."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def load_verified_image(path: epath.Path) -> Image.Image | None:
+    """Fully decodes the image at `path` as RGB; None (with a warning) if corrupt or truncated.
+
+    The image keeps its `format` (e.g. 'JPEG') only when it was RGB already; one that had to
+    be converted has `format` None, so callers know the file's bytes are not plain RGB.
+    """
+    try:
+        with _strict_truncation(), path.open("rb") as file:
+            image = Image.open(file)
+            image.load()
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        _LOG.warning("Skipping undecodable or truncated image %s: %s: %s", path,
+                     type(err).__name__, err)
+        return None
+    return image
+
+
+def encode_jpeg(image: Image.Image) -> bytes:
+    """RGB `image` as JPEG bytes (quality `JPEG_QUALITY`)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def read_text(path: epath.Path) -> str:
+    """The text of `path` as UTF-8, undecodable bytes replaced (never fails on encoding)."""
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def record_skips(info: tfds.core.DatasetInfo, dataset: str, what: str,
+                 skipped: Mapping[str, int]) -> None:
+    """Adds `skipped` (reason -> count) to `info.metadata['skipped']` and logs a warning."""
+    skipped = {reason: count for reason, count in skipped.items() if count}
+    total = info.metadata.setdefault("skipped", {})
+    for reason, count in skipped.items():
+        total[reason] = total.get(reason, 0) + count
+    if skipped:
+        _LOG.warning("%s: skipped %d examples of %s (%s).", dataset, sum(skipped.values()), what,
+                     ", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items())))
