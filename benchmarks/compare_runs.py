@@ -24,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     curves = {}
     for item in args.runs:
-        label, _, workdir = item.partition("=")
+        label, _, workdir = item.rpartition("=")
         path = os.path.join(workdir, f"eval_{args.checkpoint}", "eval_results.json")
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: run eval.py on {workdir} first.")

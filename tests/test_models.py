@@ -151,3 +151,34 @@ def test_bfloat16_forward_matches_float32(backbone, size, channels):
 def test_invalid_configs_fail_at_creation_naming_the_valid_choices(overrides, message):
     with pytest.raises(ValueError, match=message):
         create_model(model_config(**overrides))
+
+
+@pytest.mark.parametrize("kernel, features, stride, padding", [(1, 16, 1, 0), (3, 2, 1, 1), (5, 3, 1, 0),
+                                                               (3, 2, 2, 1), (3, 16, 1, 1), (1, 4, 2, 0)])
+def test_conv_fast_paths_match_xla_convolution(kernel, features, stride, padding):
+    """The matmul forms of 1x1 and narrow convolutions compute lax.conv's values and gradients."""
+    from wrna_jax.models.layers import _pointwise_or_general_conv
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 6))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 6, features))
+    args = ((stride, stride), ((padding, padding), (padding, padding)))
+    kwargs = dict(dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def loss(conv, x, w):
+        return jnp.sum(jnp.sin(conv(x, w, *args, **kwargs)))
+
+    reference = jax.lax.conv_general_dilated(x, w, *args, **kwargs)
+    np.testing.assert_allclose(_pointwise_or_general_conv(x, w, *args, **kwargs), reference, rtol=1e-5, atol=1e-5)
+    grads = jax.grad(lambda x, w: loss(_pointwise_or_general_conv, x, w), argnums=(0, 1))(x, w)
+    expected = jax.grad(lambda x, w: loss(jax.lax.conv_general_dilated, x, w), argnums=(0, 1))(x, w)
+    for got, want in zip(grads, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_max_pool_matches_reduce_window():
+    from wrna_jax.models.layers import max_pool
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    np.testing.assert_array_equal(max_pool(x, 2, 2), flax.linen.max_pool(x, (2, 2), (2, 2)))
+    np.testing.assert_array_equal(max_pool(x, 3, 2, 1),
+                                  flax.linen.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1))))

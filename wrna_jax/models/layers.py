@@ -14,6 +14,9 @@ import jax.numpy as jnp
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 
+# Convolutions with at most this many outputs (attention masks) run as patches x kernel.
+NARROW_CONV_FEATURES = 8
+
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
@@ -44,6 +47,14 @@ def _pointwise_or_general_conv(lhs: jax.Array, rhs: jax.Array, window_strides, p
     if pointwise:
         return jnp.einsum("bhwc,co->bhwo", lhs, rhs[0, 0], precision=precision,
                           preferred_element_type=preferred_element_type)
+    if rhs.shape[-1] <= NARROW_CONV_FEATURES and tuple(window_strides) == (1, 1) \
+            and feature_group_count == 1 and not lhs_dilation and not rhs_dilation:
+        kh, kw = rhs.shape[:2]
+        lhs = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
+        h, w = lhs.shape[1] - kh + 1, lhs.shape[2] - kw + 1
+        patches = jnp.stack([lhs[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=3)
+        return jnp.einsum("bhwpc,pco->bhwo", patches, rhs.reshape(kh * kw, *rhs.shape[2:]),
+                          precision=precision, preferred_element_type=preferred_element_type)
     return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
                                         dimension_numbers, feature_group_count, precision=precision,
                                         preferred_element_type=preferred_element_type)
