@@ -25,6 +25,13 @@ def get_config() -> ml_collections.ConfigDict:
         sweep_distractors=(4, 8, 16, 32, 64),  # eval.py: test accuracy against D
         cache=True,
         shuffle_buffer=16_384,
+        manual_dir=ml_collections.config_dict.placeholder(str),  # hand-downloaded files (None: <data_dir>/downloads/manual)
+        fold=0,                   # UEC Food-100 / Adience cross-validation fold
+        image_size=224,           # fine-grained: random (train) or centre (eval) crop side
+        resize_size=256,          # fine-grained: shorter side before cropping
+        crop_to_bbox=False,       # fine-grained: crop to the dataset's bounding box first
+        ten_crop=False,           # eval.py: average the log-probabilities of ten crops
+        antialias=False,          # antialiased resizing (matches PIL, about 2x slower)
     ))
 
     config.model = ml_collections.ConfigDict(dict(
@@ -76,4 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_keep = 2      # latest checkpoints kept, besides the best one
     config.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
     config.num_mask_examples = 8    # eval.py: images in the attention-mask figure
+    # Pretrained backbone weights to fine-tune from (the fine-grained recipes start from an
+    # ImageNet WRN-50-2). Importing them is not implemented yet: see README.
+    config.init_from = ml_collections.config_dict.placeholder(str)
     return config

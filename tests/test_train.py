@@ -21,7 +21,7 @@ from wrna_jax.train import train_and_evaluate
 def restore_params(config, workdir, which="latest"):
     model = create_model(config)
     builder = datasets.get_builder(config.dataset)
-    state = create_train_state(config, model, datasets.input_shape(builder), parallel.create_mesh(1), 1)
+    state = create_train_state(config, model, datasets.input_shape(config.dataset, builder), parallel.create_mesh(1), 1)
     ckpts = checkpoint.Checkpoints(workdir)
     step = ckpts.resolve(which)
     restored = ckpts.restore(step, state)
@@ -126,3 +126,19 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     np.testing.assert_array_equal(restored["w"], [2, 2, 2])
     with pytest.raises(ValueError, match=r"use 'best', 'latest' or one of the saved steps \[2, 4, 5\]"):
         reopened.resolve("3")
+
+
+def test_ten_crop_evaluation_averages_log_probabilities_over_crops():
+    from conftest import model_config
+
+    model = create_model(model_config(ad=2, aw=2))
+    images = jax.random.uniform(jax.random.key(0), (3, 10, 40, 40, 1))
+    variables = jax.jit(model.init)(jax.random.key(1), images[:, 0])
+    out = evaluate.multi_crop_output(model, variables, images)
+    singles = [model.apply(variables, images[:, c]) for c in range(10)]
+    np.testing.assert_allclose(out.log_probs, np.mean([s.log_probs for s in singles], axis=0), atol=1e-5)
+    np.testing.assert_allclose(out.gates, np.mean([s.gates for s in singles], axis=0), atol=1e-6)
+    hyp = np.mean([jax.nn.log_softmax(s.hypotheses, -1) for s in singles], axis=0)
+    np.testing.assert_allclose(out.hypotheses, hyp, atol=1e-5)
+    np.testing.assert_allclose(out.masks["conv5"], singles[4].masks["conv5"], atol=1e-6)
+    assert out.log_probs.shape == (3, 10)

@@ -17,10 +17,26 @@ from wrna_jax.data import datasets, pipeline
 from wrna_jax.models import ModelOutput, create_model
 
 
+def multi_crop_output(model: Any, variables: Any, images: jax.Array) -> ModelOutput:
+    """The model on (B, H, W, C) images, or on (B, crops, H, W, C) with ten-crop evaluation:
+    then log-probabilities, hypotheses' log-probabilities and gates are averaged over the crops,
+    and the masks are those of the centre crop (index 4)."""
+    if images.ndim == 4:
+        return model.apply(variables, images, train=False)
+    crops = images.shape[1]
+    out = model.apply(variables, images.reshape(-1, *images.shape[2:]), train=False)
+    per_crop = lambda a: a.reshape(-1, crops, *a.shape[1:])
+    return out.replace(
+        log_probs=per_crop(out.log_probs).mean(axis=1),
+        hypotheses=per_crop(jax.nn.log_softmax(out.hypotheses, axis=-1)).mean(axis=1),
+        gates=per_crop(out.gates).mean(axis=1),
+        masks={name: per_crop(m)[:, min(4, crops - 1)] for name, m in out.masks.items()})
+
+
 def eval_step(state: Any, batch: Mapping[str, jax.Array], *, model: Any) -> tuple[dict, ModelOutput]:
     """Masked sums over one batch; padding examples (mask False) count nowhere."""
-    out = model.apply({"params": state.params, "batch_stats": state.batch_stats}, batch["image"],
-                      train=False)
+    out = multi_crop_output(model, {"params": state.params, "batch_stats": state.batch_stats},
+                            batch["image"])
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
     top5 = jax.lax.top_k(out.log_probs, min(5, out.log_probs.shape[-1]))[1]
     sums = {
@@ -66,12 +82,14 @@ def evaluate_batches(step_fn: Any, state: Any, batches: Iterable[Mapping[str, ja
 
 
 def eval_batches(builder: Any, split: str, config: ml_collections.ConfigDict,
-                 mesh: jax.sharding.Mesh) -> Iterable[dict[str, jax.Array]]:
-    """The whole `split` of this process, padded to full global batches, on the mesh."""
+                 mesh: jax.sharding.Mesh, ten_crop: bool | None = None) -> Iterable[dict[str, jax.Array]]:
+    """The whole `split` of this process, padded to full global batches, on the mesh.
+
+    `ten_crop` overrides config.dataset.ten_crop (validation during training uses one crop)."""
     local_batch = parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     ds = pipeline.create_split(
         builder, split, local_batch, train=False, seed=config.seed,
-        preprocess_fn=datasets.preprocess_fn(config.dataset, train=False),
+        preprocess_fn=datasets.preprocess_fn(config.dataset, train=False, ten_crop=ten_crop),
         process_index=jax.process_index(), process_count=jax.process_count(),
         pad_last_batch=True, cache=False)
     return parallel.prefetch_to_mesh(pipeline.as_numpy_batches(ds), parallel.batch_sharding(mesh))
@@ -88,7 +106,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
     builder = datasets.get_builder(config.dataset)
     if split not in builder.info.splits:
         raise ValueError(f"--split={split!r}: the dataset has splits {sorted(builder.info.splits)}.")
-    state = state_lib.create_train_state(config, model, datasets.input_shape(builder), mesh,
+    state = state_lib.create_train_state(config, model, datasets.input_shape(config.dataset, builder), mesh,
                                          steps_per_epoch=1)
     state = ckpts.restore(step, state)
     step_fn = make_eval_step(model, mesh)
@@ -122,9 +140,12 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
         _, out = step_fn(state, batch)
         count = min(int(config.num_mask_examples), int(np.sum(jax.device_get(batch["mask"]))))
         masks = {name: np.asarray(m)[:count] for name, m in out.masks.items()}
+        images = np.asarray(batch["image"])[:count]
+        if images.ndim == 5:
+            images = images[:, min(4, images.shape[1] - 1)]
         if masks:
             figures["attention_masks"] = plots.plot_attention_masks(
-                np.asarray(batch["image"])[:count], masks, np.asarray(batch["label"])[:count],
+                images, masks, np.asarray(batch["label"])[:count],
                 np.asarray(out.log_probs).argmax(-1)[:count], os.path.join(output_dir, "attention_masks.png"))
         results["figures"] = figures
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:

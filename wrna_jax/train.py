@@ -113,6 +113,9 @@ def _validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{key}={config[key]} must be positive.")
     if config.early_stop_patience < 0:
         raise ValueError(f"config.early_stop_patience={config.early_stop_patience}: use 0 (off) or more.")
+    if config.get("init_from"):
+        raise ValueError(f"config.init_from={config.init_from!r}: importing pretrained weights is not "
+                         "implemented yet; unset it to train from scratch.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -121,6 +124,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     prepared or anything is compiled."""
     _validate(config)
     model = create_model(config)
+    if config.model.backbone == "imagenet_resnet" and not config.get("init_from"):
+        logging.warning("Training WRN-50-2 from scratch: the paper and the released recipes fine-tune "
+                        "ImageNet weights (config.init_from), so expect far lower accuracy than "
+                        "published until weight import exists.")
     mesh = parallel.create_mesh(config.num_devices)
     local_batch = parallel.check_batch_size(config.batch_size, mesh)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
@@ -134,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     total_steps = int(math.ceil(config.num_epochs * steps_per_epoch))
     eval_every = max(1, int(round(config.eval_every_epochs * steps_per_epoch)))
 
-    state = create_train_state(config, model, datasets.input_shape(builder), mesh, steps_per_epoch)
+    state = create_train_state(config, model, datasets.input_shape(config.dataset, builder), mesh, steps_per_epoch)
     ckpts = checkpoint.Checkpoints(workdir, keep=config.checkpoint_keep)
     start = ckpts.latest_step() or 0
     if start:
@@ -177,7 +184,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if pending:
                     _summarise(pending)
                 val_metrics = evaluate.evaluate_batches(
-                    p_eval_step, state, evaluate.eval_batches(builder, config.dataset.eval_split, config, mesh),
+                    p_eval_step, state, evaluate.eval_batches(builder, config.dataset.eval_split, config, mesh,
+                                                            ten_crop=False),
                     model.hypothesis_names, config.model.num_classes)
                 log.write(step, {"val_accuracy": val_metrics["accuracy"], "val_loss": val_metrics["loss"]})
                 progress.write(f"step {step}: validation accuracy {val_metrics['accuracy']:.4f}")

@@ -2,8 +2,10 @@
 
 Every batch is a dict of tensors with a leading `batch_size` axis and a boolean `mask` (False
 only on eval padding), so training and evaluation code can treat batches alike. Training
-streams are infinite and depend only on (seed, process_index, position in the stream); a run
-restarted with `start_step=k` sees exactly the batches an uninterrupted run sees from step k.
+streams are infinite and depend only on (seed, process_index, position in the stream): the
+epoch order and, through the per-example seed `rng` handed to the preprocessing, the random
+augmentation. A run restarted with `start_step=k` sees exactly the batches, augmentation
+included, that an uninterrupted run sees from step k.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from wrna_jax.data import cluttered_mnist as _cluttered_mnist  # noqa: E402,F401
 
 Example = dict[str, tf.Tensor]
 PreprocessFn = Callable[[Example], Example]
+
+# Folded into the (seed, process_index) key to derive augmentation seeds, so that they are
+# independent of the epoch-shuffle seeds derived from the same key.
+_AUGMENTATION_STREAM = 0x6175676D656E74  # "augment"
 
 
 def load_builder(name: str, data_dir: str | None,
@@ -68,7 +74,7 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
                  train: bool, seed: int, preprocess_fn: PreprocessFn, process_index: int = 0,
                  process_count: int = 1, pad_last_batch: bool = False, cache: bool = True,
                  shuffle_buffer: int = 16_384, prefetch: int = tf.data.AUTOTUNE,
-                 start_step: int = 0) -> tf.data.Dataset:
+                 start_step: int = 0, decoders: Any = None) -> tf.data.Dataset:
     """Batches of this process's share of `split`; `batch_size` is per process.
 
     Training (`train=True`): an infinite stream; epoch `e` is this share shuffled with a seed
@@ -81,8 +87,14 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     every process) so no example is dropped and shapes stay static; otherwise the last batch
     may be smaller.
 
-    `preprocess_fn` maps one decoded TFDS example to a dict of fixed-shape tensors; `mask` is
-    added by the pipeline. Data are cached (in memory) before preprocessing when `cache`.
+    `preprocess_fn` maps one TFDS example to a dict of fixed-shape tensors; `mask` is added by
+    the pipeline. Training examples also carry `rng`, a shape-[2] int64 stateless seed that is
+    a pure function of (seed, process_index, position of the example in the stream), for the
+    augmentation to draw from. `decoders` (e.g. `tfds.decode.PartialDecoding`) says how the
+    builder's features are decoded; by default the `decoders` attribute of `preprocess_fn`
+    when it has one (see `preprocessing.FineGrainedPreprocess`), else full decoding. Data are
+    cached in memory after reading and before preprocessing when `cache`: with undecoded
+    images that caches the encoded bytes.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1.")
@@ -98,7 +110,10 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     options = tf.data.Options()
     options.deterministic = True
     read_config = tfds.ReadConfig(options=options, try_autocache=False)
-    ds = builder.as_dataset(split=subsplit, shuffle_files=False, read_config=read_config)
+    if decoders is None:
+        decoders = getattr(preprocess_fn, "decoders", None)
+    ds = builder.as_dataset(split=subsplit, shuffle_files=False, read_config=read_config,
+                            decoders=decoders)
     if cache:
         ds = ds.cache()
 
@@ -106,9 +121,14 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         if num_examples == 0:
             raise ValueError(f"process {process_index} of {process_count} has no examples of "
                              f"split {split!r} to train on.")
-        ds = _epoch_stream(ds, num_examples, start_step * batch_size, shuffle_buffer,
-                           seed, process_index)
-        ds = ds.map(preprocess_fn, num_parallel_calls=tf.data.AUTOTUNE)
+        start_example = start_step * batch_size
+        ds = _epoch_stream(ds, num_examples, start_example, shuffle_buffer, seed, process_index)
+        positions = tf.data.Dataset.counter(start_example)
+        key = _augmentation_key(seed, process_index)
+        ds = tf.data.Dataset.zip(ds, positions).map(
+            lambda example, position: preprocess_fn(
+                {**example, "rng": tf.random.experimental.stateless_fold_in(key, position)}),
+            num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.batch(batch_size, drop_remainder=True)
         ds = ds.map(lambda batch: {**batch, "mask": tf.ones([batch_size], tf.bool)})
     else:
@@ -125,6 +145,13 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
 def as_numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
     """Iterates `ds` as dicts of numpy arrays (no device placement: the trainer does that)."""
     return iter(tfds.as_numpy(ds))
+
+
+def _augmentation_key(seed: int, process_index: int) -> tf.Tensor:
+    """The key that example seeds are folded from: distinct per (seed, process_index) and
+    independent of the epoch-shuffle keys."""
+    return tf.random.experimental.stateless_fold_in(
+        tf.constant([seed, process_index], tf.int64), _AUGMENTATION_STREAM)
 
 
 def _epoch_stream(ds: tf.data.Dataset, num_examples: int, start_example: int,
