@@ -1,6 +1,8 @@
-"""Input data: the Cluttered Translated MNIST TFDS builder and tf.data input pipelines.
+"""Input data: TFDS builders, the dataset registry, preprocessing and tf.data pipelines.
 
-`cluttered_mnist` holds the dataset (a pure numpy generator plus a TFDS builder that registers
-as `cluttered_mnist`); `pipeline` turns any prepared TFDS builder into sharded, deterministic,
-resumable batches. Nothing in this package imports JAX.
+`datasets` maps `config.dataset` to a prepared builder and its preprocessing; `pipeline` turns
+a builder into sharded, deterministic, resumable batches; `preprocessing` holds the
+fine-grained and CIFAR augmentations; `cluttered_mnist`, `uec_food100` and `adience` are TFDS
+builders (generated locally, or read from a manual download, with helpers in `manual`).
+Nothing in this package imports JAX.
 """
