@@ -6,3 +6,10 @@ fine-grained and CIFAR augmentations; `cluttered_mnist`, `uec_food100` and `adie
 builders (generated locally, or read from a manual download, with helpers in `manual`).
 Nothing in this package imports JAX.
 """
+
+import tensorflow as tf
+
+try:
+    tf.config.set_visible_devices([], "GPU")  # Input pipelines run on the CPU; GPUs are JAX's.
+except RuntimeError:  # TensorFlow was already initialised; nothing to do.
+    pass

@@ -39,17 +39,11 @@ import functools
 from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
-import tensorflow as tf
 
-try:
-    tf.config.set_visible_devices([], "GPU")  # TFDS only needs the CPU; leave GPUs to JAX.
-except RuntimeError:  # TensorFlow was already initialised; nothing to do.
-    pass
-
-import numpy as np  # noqa: E402
-from numpy.lib.stride_tricks import sliding_window_view  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-from etils import epath  # noqa: E402
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+import tensorflow_datasets as tfds
+from etils import epath
 
 DIGIT_SIZE = 28
 NUM_CLASSES = 10

@@ -12,11 +12,6 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-try:
-    tf.config.set_visible_devices([], "GPU")  # The input pipeline runs on CPU; GPUs are JAX's.
-except RuntimeError:  # TensorFlow was already initialised; nothing to do.
-    pass
-
 import math  # noqa: E402
 from collections.abc import Callable, Iterator, Mapping  # noqa: E402
 from typing import Any  # noqa: E402

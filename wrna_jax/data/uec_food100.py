@@ -39,26 +39,19 @@ Build it from the manual download (the module must be imported to register the b
 
 from __future__ import annotations
 
-import tensorflow as tf
+import collections
+import dataclasses
+import hashlib
+import logging
+from collections.abc import Iterator
+from typing import NamedTuple
 
-try:
-    tf.config.set_visible_devices([], "GPU")  # TFDS only needs the CPU; leave GPUs to JAX.
-except RuntimeError:  # TensorFlow was already initialised; nothing to do.
-    pass
+import numpy as np
+import tensorflow_datasets as tfds
+from etils import epath
+from PIL import Image
 
-import collections  # noqa: E402
-import dataclasses  # noqa: E402
-import hashlib  # noqa: E402
-import logging  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from typing import NamedTuple  # noqa: E402
-
-import numpy as np  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-from etils import epath  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from wrna_jax.data.manual import (  # noqa: E402
+from wrna_jax.data.manual import (
     encode_jpeg, find_manual_root, load_verified_image, read_text, record_skips)
 
 NUM_CLASSES = 100
