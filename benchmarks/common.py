@@ -40,3 +40,31 @@ def median_time(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10) -> fl
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def matmul_flops(fn: Callable[..., Any], *args: Any) -> float:
+    """FLOPs of the convolutions and matrix products in `fn(*args)` (2 per multiply-add), read
+    from its jaxpr: the usual model-FLOPs count, the same on every backend (a compiled GPU
+    program's cost analysis misses the convolutions that run in cuDNN)."""
+    import jax
+    import jax.extend.core
+    import numpy as np
+
+    def count(jaxpr: Any) -> float:
+        total = 0.0
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            if name == "dot_general":
+                (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+                lhs = eqn.invars[0].aval.shape
+                total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[d] for d in lhs_contract])
+            elif name == "conv_general_dilated":
+                rhs = eqn.invars[1].aval.shape
+                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, spatial...)
+                per_output = np.prod([rhs[d] for d in spec[1:]])
+                total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * per_output
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                total += count(getattr(sub, "jaxpr", sub))
+        return total
+
+    return count(jax.make_jaxpr(fn)(*args).jaxpr)
