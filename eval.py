@@ -8,6 +8,7 @@ import json
 from absl import app, flags
 from ml_collections import config_flags
 
+from wrna_jax import distributed
 from wrna_jax.evaluate import evaluate_checkpoint
 
 FLAGS = flags.FLAGS
@@ -23,6 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    distributed.initialize(FLAGS.config.get("distributed", {}))
     split = FLAGS.split or FLAGS.config.dataset.test_split
     results = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, split,
                                   FLAGS.output_dir)

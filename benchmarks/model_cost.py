@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine, median_time  # noqa: E402
 from configs import default  # noqa: E402
-from wrna_jax import parallel, train  # noqa: E402
+from wrna_jax import parallel, steps  # noqa: E402
 from wrna_jax.models import create_model  # noqa: E402
 from wrna_jax.state import create_train_state  # noqa: E402
 
@@ -39,7 +39,7 @@ def measure(model_fields: dict, attention: dict, shape: tuple, batch: int, repea
     params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
     forward = jax.jit(lambda s, x: model.apply({"params": s.params, "batch_stats": s.batch_stats}, x).log_probs)
     flops = forward.lower(state, jnp.zeros((batch, *shape))).compile().cost_analysis()["flops"] / batch
-    step = train.make_train_step(config, model, mesh, steps_per_epoch=100)
+    step = steps.make_train_step(config, model, mesh, steps_per_epoch=100)
     rng = np.random.default_rng(0)
     data = parallel.shard_batch({"image": rng.random((batch, *shape), np.float32),
                                  "label": rng.integers(0, model.num_classes, batch).astype(np.int32),

@@ -15,7 +15,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine, median_time  # noqa: E402
 from configs import cluttered_mnist  # noqa: E402
-from wrna_jax import parallel, train  # noqa: E402
+from wrna_jax import parallel, steps  # noqa: E402
 from wrna_jax.models import create_model  # noqa: E402
 from wrna_jax.state import create_train_state  # noqa: E402
 
@@ -24,7 +24,7 @@ def step_time(config, batch_size: int, repeats: int) -> float:
     model = create_model(config)
     mesh = parallel.create_mesh(1)
     state = create_train_state(config, model, (40, 40, 1), mesh, steps_per_epoch=100)
-    step = train.make_train_step(config, model, mesh, steps_per_epoch=100)
+    step = steps.make_train_step(config, model, mesh, steps_per_epoch=100)
     rng = np.random.default_rng(0)
     batch = parallel.shard_batch({"image": rng.random((batch_size, 40, 40, 1), np.float32),
                                   "label": rng.integers(0, 10, batch_size).astype(np.int32),

@@ -19,7 +19,10 @@ def get_config(dataset: str, num_classes: int, *, depth: int, width: int, attent
     config = default.get_config()
     config.dataset.update(name=dataset, train_split="train", eval_split="test", test_split="test",
                           sweep_distractors=())
+    # bfloat16 compute, for GPUs (parameters, BatchNorm statistics and the loss stay float32);
+    # --config.model.dtype=float32 for exact float32 training, e.g. on a CPU.
     config.model.update(backbone="cifar_wrn", depth=depth, width=width, num_classes=num_classes,
+                        dtype="bfloat16",
                         dropout=0.3 if "dropout" in options else 0.0)
     config.attention.update(preset="released", depth=0 if "baseline" in options else 3,
                             width=attention_width)

@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
         width=2,                  # width factor (WRN-d-k's k)
         dropout=0.0,              # cifar_wrn only
         dtype="float32",          # compute dtype: 'float32' | 'bfloat16' (params stay float32)
+        stn=ml_collections.config_dict.placeholder(bool),  # mnist_cnn: spatial transformer in front (None: off)
     ))
 
     config.attention = ml_collections.ConfigDict(dict(
@@ -75,6 +76,10 @@ def get_config() -> ml_collections.ConfigDict:
     ))
 
     config.batch_size = 128       # global batch, split over all devices of all processes
+    # Micro-batches per step (1 = off): the batch is processed in grad_accum_steps slices and
+    # the optimiser steps once on the mean gradient, so batch 128 fits a small GPU. BatchNorm
+    # normalises each micro-batch with its own statistics (see wrna_jax/steps.py).
+    config.grad_accum_steps = 1
     config.num_epochs = 200
     config.eval_batch_size = 500
     config.eval_every_epochs = 1
@@ -82,8 +87,20 @@ def get_config() -> ml_collections.ConfigDict:
     config.early_stop_patience = 0  # stop after this many evaluations without improvement; 0 = never
     config.checkpoint_keep = 2      # latest checkpoints kept, besides the best one
     config.num_devices = ml_collections.config_dict.placeholder(int)  # None: all devices
+    # Multi-process runs (several hosts, or one process per GPU): see README and
+    # wrna_jax/distributed.py. Unset fields come from JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES
+    # / JAX_PROCESS_ID or a SLURM (srun) / Open MPI launch; nothing is needed for one process.
+    config.distributed = ml_collections.ConfigDict(dict(
+        coordinator_address=ml_collections.config_dict.placeholder(str),  # 'host:port' of process 0
+        num_processes=ml_collections.config_dict.placeholder(int),
+        process_id=ml_collections.config_dict.placeholder(int),
+        local_device_ids=ml_collections.config_dict.placeholder(str),  # e.g. '0,1' (None: JAX's choice)
+        initialization_timeout=300,  # seconds to wait for every process to join before failing
+    ))
     config.num_mask_examples = 8    # eval.py: images in the attention-mask figure
-    # Pretrained backbone weights to fine-tune from (the fine-grained recipes start from an
-    # ImageNet WRN-50-2). Importing them is not implemented yet: see README.
+    # Pretrained backbone to fine-tune from (imagenet_resnet only): a directory written by
+    # `python -m wrna_jax.convert SRC DST`, or a torchvision/timm .safetensors / .pth state dict
+    # converted on the fly. The backbone and its BatchNorm statistics come from it; the classifier,
+    # attention modules and gates start fresh. None: train from scratch. See README.
     config.init_from = ml_collections.config_dict.placeholder(str)
     return config

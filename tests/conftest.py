@@ -13,6 +13,10 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("WRNA_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="wrna_jax_cache_")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+# The numerical tests compare against float32 references: on GPUs, JAX's default precision for
+# float32 convolutions and matrix products is TF32 (about 1e-3 relative error), so ask for full
+# float32 there. CPUs compute float32 either way.
+jax.config.update("jax_default_matmul_precision", "highest")
 
 
 def model_config(backbone: str = "mnist_cnn", *, ad: int = 2, aw: int = 2, preset: str = "released",

@@ -472,6 +472,7 @@ def test_dogs_config_trains_and_ten_crop_evaluates_end_to_end(tmp_path, monkeypa
     config.dataset.update(data_dir=str(tmp_path / "tfds_stanford_dogs"), image_size=32,
                           resize_size=36, crop_to_bbox=True)
     config.model.update(backbone="cifar_wrn", depth=10, width=1)
+    config.init_from = None   # the ImageNet WRN-50-2 does not fit the tiny backbone
     config.attention.depth = 2
     config.update(batch_size=4, eval_batch_size=4, num_epochs=2, log_every_steps=1, num_mask_examples=2)
     workdir = str(tmp_path / "run")

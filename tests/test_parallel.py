@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
     import jax, numpy as np, pytest
     from conftest import model_config
     from configs import cluttered_mnist
-    from wrna_jax import parallel, train
+    from wrna_jax import parallel, steps
     from wrna_jax.models import create_model
     from wrna_jax.state import create_train_state
 
@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent("""
     for devices in (1, 8):
         mesh = parallel.create_mesh(devices)
         state = create_train_state(config, model, (40, 40, 1), mesh, steps_per_epoch=10)
-        step = train.make_train_step(config, model, mesh, steps_per_epoch=10)
+        step = steps.make_train_step(config, model, mesh, steps_per_epoch=10)
         sharded = parallel.shard_batch(batch, parallel.batch_sharding(mesh))
         assert len(sharded["image"].sharding.device_set) == devices
         state, metrics = step(state, sharded)

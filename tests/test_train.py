@@ -40,6 +40,7 @@ def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_run(data_dir, 
     assert first["step"] == 8
     # A save killed half-way leaves only orbax's temporary directory behind: ignored on resume.
     os.makedirs(interrupted / "checkpoints" / "16.orbax-checkpoint-tmp-1234" / "default")
+    assert checkpoint.has_checkpoints(str(interrupted))
     config.num_epochs = 3
     resumed = train_and_evaluate(config, str(interrupted))
 
@@ -86,6 +87,14 @@ def test_eval_rejects_a_checkpoint_of_another_model(data_dir, tmp_path):
         evaluate.evaluate_checkpoint(config, str(tmp_path))
     with pytest.raises(ValueError, match=r"different model config"):
         train_and_evaluate(config, str(tmp_path))
+
+
+def test_has_checkpoints_ignores_unfinished_saves(tmp_path):
+    assert not checkpoint.has_checkpoints(str(tmp_path / "never_trained"))
+    os.makedirs(tmp_path / "run" / "checkpoints" / "16.orbax-checkpoint-tmp-1234")
+    assert not checkpoint.has_checkpoints(str(tmp_path / "run"))
+    os.makedirs(tmp_path / "run" / "checkpoints" / "8")
+    assert checkpoint.has_checkpoints(str(tmp_path / "run"))
 
 
 def test_checkpoint_choice_errors(tmp_path):

@@ -24,6 +24,13 @@ def _metric(metrics: Mapping[str, float]) -> float:
     return metrics[METRIC]
 
 
+def has_checkpoints(workdir: str) -> bool:
+    """Whether `workdir` holds a finished checkpoint (orbax names them by step; unfinished ones
+    carry a temporary suffix), without creating anything."""
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
 class Checkpoints:
     """Saves and restores the training state (any pytree of arrays) with validation metrics."""
 

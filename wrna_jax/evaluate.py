@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from wrna_jax import checkpoint, parallel, plots, state as state_lib
+from wrna_jax import checkpoint, distributed, parallel, plots, state as state_lib
 from wrna_jax.data import datasets, pipeline
 from wrna_jax.models import ModelOutput, create_model
 
@@ -103,7 +103,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
     ckpts = checkpoint.Checkpoints(workdir, keep=max(1, int(config.checkpoint_keep)))
     step = ckpts.resolve(which)
     mesh = parallel.create_mesh(config.num_devices)
-    builder = datasets.get_builder(config.dataset)
+    with distributed.process_0_first("preparing the dataset"):
+        builder = datasets.get_builder(config.dataset)
     if split not in builder.info.splits:
         raise ValueError(f"--split={split!r}: the dataset has splits {sorted(builder.info.splits)}.")
     state = state_lib.create_train_state(config, model, datasets.input_shape(config.dataset, builder), mesh,
@@ -122,8 +123,9 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
     if config.dataset.name == "cluttered_mnist" and config.dataset.get("sweep_distractors"):
         sweep = {}
         for d in config.dataset.sweep_distractors:
-            sweep_builder = datasets.cluttered_mnist_builder(config.dataset, num_distractors=int(d),
-                                                             num_train=1, num_validation=1)
+            with distributed.process_0_first(f"preparing the D={d} test set"):
+                sweep_builder = datasets.cluttered_mnist_builder(config.dataset, num_distractors=int(d),
+                                                                 num_train=1, num_validation=1)
             sweep[int(d)] = evaluate_batches(step_fn, state, eval_batches(sweep_builder, "test", config, mesh),
                                              names, config.model.num_classes)["accuracy"]
             logging.info("D=%d: test accuracy %.4f", d, sweep[int(d)])
@@ -135,18 +137,25 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: 
             with open(os.path.join(output_dir, "accuracy_vs_distractors.md"), "w") as f:
                 f.write(table)
             print(table)
+    # The step is one global computation, so every process runs it; the first examples are
+    # replicated (a small copy, readable on every process) and process 0 draws them.
+    batch = next(iter(eval_batches(builder, split, config, mesh)))
+    _, out = step_fn(state, batch)
+    first = jax.jit(lambda tree: jax.tree.map(lambda a: a[:int(config.num_mask_examples)], tree),
+                    out_shardings=parallel.replicated(mesh))
+    shown = jax.device_get(first({"image": batch["image"], "label": batch["label"], "mask": batch["mask"],
+                                  "log_probs": out.log_probs, "masks": out.masks}))
     if jax.process_index() == 0:
-        batch = next(iter(eval_batches(builder, split, config, mesh)))
-        _, out = step_fn(state, batch)
-        count = min(int(config.num_mask_examples), int(np.sum(jax.device_get(batch["mask"]))))
-        masks = {name: np.asarray(m)[:count] for name, m in out.masks.items()}
-        images = np.asarray(batch["image"])[:count]
+        count = min(int(config.num_mask_examples), int(np.sum(shown["mask"])))
+        masks = {name: np.asarray(m)[:count] for name, m in shown["masks"].items()}
+        images = np.asarray(shown["image"])[:count]
         if images.ndim == 5:
             images = images[:, min(4, images.shape[1] - 1)]
         if masks:
             figures["attention_masks"] = plots.plot_attention_masks(
-                images, masks, np.asarray(batch["label"])[:count],
-                np.asarray(out.log_probs).argmax(-1)[:count], os.path.join(output_dir, "attention_masks.png"))
+                images, masks, np.asarray(shown["label"])[:count],
+                np.asarray(shown["log_probs"]).argmax(-1)[:count],
+                os.path.join(output_dir, "attention_masks.png"))
         results["figures"] = figures
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump(results, f, indent=2)

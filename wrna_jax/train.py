@@ -1,12 +1,11 @@
 """`train_and_evaluate(config, workdir)`: data-parallel training with evaluation, checkpoints
 and automatic resume from the workdir.
 
-The step is a pure function `train_step(state, batch) -> (state, metrics)` compiled once for a
-1-D device mesh (batch sharded, state replicated, state buffers donated). Metrics stay on the
-devices between logging steps, so the loop never waits for the host.
+The step is a pure function `train_step(state, batch) -> (state, metrics)` (wrna_jax/steps.py)
+compiled once for a 1-D device mesh (batch sharded, state replicated, state buffers donated).
+Metrics stay on the devices between logging steps, so the loop never waits for the host.
 """
 
-import functools
 import json
 import math
 import os
@@ -14,64 +13,17 @@ import time
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers
 from tqdm import tqdm
 
-from wrna_jax import checkpoint, evaluate, parallel, plots
+from wrna_jax import checkpoint, distributed, evaluate, parallel, plots, weights
 from wrna_jax.data import datasets, pipeline
 from wrna_jax.models import create_model
-from wrna_jax.optim import learning_rate_schedule
-from wrna_jax.state import TrainState, create_train_state
-
-
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
-               regularizer_weight: float, schedule: Any) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One SGD step on the combined NLL plus the weighted diversity regulariser.
-
-    A non-finite loss leaves parameters, statistics and optimiser state unchanged and is
-    reported in `metrics['nonfinite']`, so the host can stop with the last good state.
-    """
-    dropout_rng = jax.random.fold_in(state.rng, state.step)
-
-    def loss_fn(params):
-        out, updates = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                   batch["image"], train=True, mutable=["batch_stats"],
-                                   rngs={"dropout": dropout_rng})
-        nll = -jnp.mean(jnp.take_along_axis(out.log_probs, batch["label"][:, None], axis=1))
-        return nll + regularizer_weight * out.regularizer, (out, updates["batch_stats"], nll)
-
-    (loss, (out, batch_stats, nll)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
-    finite = jnp.isfinite(loss)
-    keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep_if_finite(params, state.params),
-        batch_stats=keep_if_finite(batch_stats, state.batch_stats),
-        opt_state=keep_if_finite(opt_state, state.opt_state))
-    metrics = {
-        "loss": loss, "nll": nll, "regularizer": out.regularizer,
-        "accuracy": jnp.mean(jnp.argmax(out.log_probs, -1) == batch["label"]),
-        "learning_rate": schedule(state.step),
-        "nonfinite": jnp.where(finite, -1, state.step),
-    }
-    return new_state, metrics
-
-
-def make_train_step(config: ml_collections.ConfigDict, model: Any, mesh: jax.sharding.Mesh,
-                    steps_per_epoch: int):
-    """`train_step` compiled for the mesh, with the state's buffers donated."""
-    step = functools.partial(train_step, model=model,
-                             regularizer_weight=float(model.spec.regularizer_weight),
-                             schedule=learning_rate_schedule(config, steps_per_epoch))
-    replicated = parallel.replicated(mesh)
-    return jax.jit(step, in_shardings=(replicated, parallel.batch_sharding(mesh)),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
+from wrna_jax.state import create_train_state
+from wrna_jax.steps import check_grad_accum, make_train_step
 
 
 class MetricsLog:
@@ -113,9 +65,6 @@ def _validate(config: ml_collections.ConfigDict) -> None:
             raise ValueError(f"config.{key}={config[key]} must be positive.")
     if config.early_stop_patience < 0:
         raise ValueError(f"config.early_stop_patience={config.early_stop_patience}: use 0 (off) or more.")
-    if config.get("init_from"):
-        raise ValueError(f"config.init_from={config.init_from!r}: importing pretrained weights is not "
-                         "implemented yet; unset it to train from scratch.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -125,15 +74,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     _validate(config)
     model = create_model(config)
     if config.model.backbone == "imagenet_resnet" and not config.get("init_from"):
-        logging.warning("Training WRN-50-2 from scratch: the paper and the released recipes fine-tune "
-                        "ImageNet weights (config.init_from), so expect far lower accuracy than "
-                        "published until weight import exists.")
+        logging.warning("Training the ResNet from scratch (config.init_from=None): the paper and the "
+                        "released recipes fine-tune ImageNet weights, so expect far lower accuracy "
+                        "than published. See README, 'Pretrained weights'.")
     mesh = parallel.create_mesh(config.num_devices)
     local_batch = parallel.check_batch_size(config.batch_size, mesh)
+    check_grad_accum(config, mesh.devices.size)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     checkpoint.check_compatible(workdir, config)
+    if not checkpoint.has_checkpoints(workdir):  # A resumed run's backbone is in its checkpoint.
+        weights.check_init_from(config)
 
-    builder = datasets.get_builder(config.dataset)
+    with distributed.process_0_first("preparing the dataset"):
+        builder = datasets.get_builder(config.dataset)
     num_train = builder.info.splits[config.dataset.train_split].num_examples
     steps_per_epoch = num_train // config.batch_size
     if steps_per_epoch < 1:
@@ -147,6 +100,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if start:
         state = ckpts.restore(start, state)
         logging.info("Resumed from step %d in %s.", start, ckpts.directory)
+    else:
+        state = weights.apply_init_from(state, config)
     checkpoint.save_config(workdir, config)
 
     train_ds = pipeline.create_split(
@@ -167,6 +122,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     val_metrics: dict[str, Any] = {}
     pending: list[dict[str, jax.Array]] = []
     last_log = time.perf_counter()
+    preempted = False
+    preemption = distributed.Preemption()  # SIGTERM: save and stop at a step all processes agree on
     try:
         for step in range(start + 1, total_steps + 1):
             state, metrics = p_train_step(state, next(batches))
@@ -195,11 +152,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         and (step - best) // eval_every >= config.early_stop_patience):
                     progress.write(f"Early stop at step {step}: no improvement since step {best}.")
                     break
+            if preemption.reached(step) and step < total_steps:
+                if pending:
+                    log.write(step, _summarise(pending))
+                    pending = []
+                if step % eval_every:
+                    ckpts.save(step, state)
+                preempted = True
+                progress.write(f"Preempted (SIGTERM) at step {step}: checkpoint saved in "
+                               f"{ckpts.directory}; run the same command again to resume.")
+                break
     finally:
+        preemption.close()
         progress.close()
         ckpts.wait()
         ckpts.close()
         log.close()
     if jax.process_index() == 0 and os.path.exists(log.path):
         plots.plot_training_curves(log.path, os.path.join(workdir, "training_curves.png"))
-    return {"step": int(jax.device_get(state.step)), **val_metrics}
+    return {"step": int(jax.device_get(state.step)), "preempted": preempted, **val_metrics}

@@ -17,7 +17,9 @@ import jax.numpy as jnp
 from wrna_jax.models.layers import batch_norm, conv
 from wrna_jax.models.outputs import AttentionOutput
 
-MASK_FUNCTIONS = ("softmax", "sigmoid")
+# 'joint_softmax': one softmax over all K heads' positions together, as the released
+# checkpoints' AttentionHead computes it (`softmax(conv(x).view(b, K*H*W), 1)`); used to import them.
+MASK_FUNCTIONS = ("softmax", "sigmoid", "joint_softmax")
 REDUCTIONS = ("project", "avg")
 REGULARIZER_NORMS = ("paper", "released")
 
@@ -52,11 +54,14 @@ class AttentionSpec:
 
 
 def spatial_masks(mask_logits: jax.Array, mask_fn: str) -> jax.Array:
-    """(B, H, W, K) logits -> masks; softmax runs over the H*W positions per image and head."""
+    """(B, H, W, K) logits -> masks; softmax runs over the H*W positions per image and head
+    ('joint_softmax': over the H*W*K positions and heads of an image together)."""
     mask_logits = mask_logits.astype(jnp.float32)
     if mask_fn == "sigmoid":
         return jax.nn.sigmoid(mask_logits)
     b, h, w, k = mask_logits.shape
+    if mask_fn == "joint_softmax":
+        return jax.nn.softmax(mask_logits.reshape(b, h * w * k), axis=1).reshape(b, h, w, k)
     return jax.nn.softmax(mask_logits.reshape(b, h * w, k), axis=1).reshape(b, h, w, k)
 
 

@@ -4,6 +4,7 @@ Config fields read (ml_collections.ConfigDict):
   model.backbone     'imagenet_resnet' | 'cifar_wrn' | 'mnist_cnn'
   model.depth, model.width   ResNet depth (50/101/152) and width factor, or WRN-d-k's d and k
   model.dropout      CIFAR WRN dropout;  model.num_classes;  model.dtype 'float32' | 'bfloat16'
+  model.stn          mnist_cnn only: a spatial transformer in front (the paper's STN baseline)
   attention.preset   'paper' | 'released' (defaults for the fields left as None below)
   attention.depth (AD, 0 = plain backbone), attention.width (AW), attention.gates
   attention.mask_fn, reduction, mask_kernel, channel_reduction, attended_bn,
@@ -49,6 +50,11 @@ def create_backbone(model_config: Mapping[str, Any]) -> nn.Module:
     num_classes = int(model_config["num_classes"])
     if num_classes < 2:
         raise ValueError(f"model.num_classes must be at least 2, got {num_classes}.")
+    stn = model_config.get("stn") or False
+    if not isinstance(stn, bool):
+        raise ValueError(f"model.stn={stn!r}: use True or False.")
+    if stn and name != "mnist_cnn":
+        raise ValueError(f"model.stn=True is only implemented for the 'mnist_cnn' backbone, not {name!r}.")
     if name == "imagenet_resnet":
         depth = _choose("model.depth for imagenet_resnet", model_config.get("depth", 50),
                         tuple(STAGE_SIZES))
@@ -60,7 +66,7 @@ def create_backbone(model_config: Mapping[str, Any]) -> nn.Module:
                              "(10, 16, 22, 28, 34, 40, ...).")
         return CifarWRN(num_classes, depth, int(model_config.get("width", 10)),
                         float(model_config.get("dropout", 0.0)), dtype)
-    return MnistCNN(num_classes, dtype=dtype)
+    return MnistCNN(num_classes, dtype=dtype, stn=stn)
 
 
 def attention_spec(attention_config: Mapping[str, Any], attach_points: tuple[str, ...]) -> AttentionSpec:

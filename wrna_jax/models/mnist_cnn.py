@@ -4,6 +4,8 @@ BN(input); conv5x5 32 (valid) -> maxpool 2 -> ReLU -> BN; conv3x3 64 (valid) -> 
 ReLU -> BN; conv3x3 128 (valid), conv3x3 128 (same), conv3x3 128 (valid), each -> ReLU -> BN;
 dense 256 -> ReLU -> BN; dense 10. For 40x40 inputs the maps are 18, 8, 6, 6 and 4 pixels wide.
 Names follow the released state dict (`bn1..bn7`, `conv1..conv5`, `fc1`, `fc2`).
+With `stn=True` a spatial transformer (wrna_jax/models/stn.py) resamples the input first: the
+paper's STN baseline (Figure 4e).
 """
 
 from typing import Any
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 
 from wrna_jax.models.layers import batch_norm, conv, max_pool
 from wrna_jax.models.outputs import BackboneOutput
+from wrna_jax.models.stn import SpatialTransformer
 
 # (features, kernel, padding, max-pool after the conv)
 CONV_LAYERS = ((32, 5, 0, True), (64, 3, 0, True), (128, 3, 0, False), (128, 3, 1, False),
@@ -26,6 +29,7 @@ class MnistCNN(nn.Module):
     num_classes: int = 10
     hidden: int = 256
     dtype: Any = jnp.float32
+    stn: bool = False
 
     @property
     def classifier(self) -> str:
@@ -38,6 +42,8 @@ class MnistCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> BackboneOutput:
+        if self.stn:
+            x = SpatialTransformer(dtype=self.dtype, name="stn")(x)
         x = batch_norm(train, self.dtype, name="bn1")(x.astype(self.dtype))
         features = {}
         for i, (width, kernel, padding, pool) in enumerate(CONV_LAYERS, start=1):

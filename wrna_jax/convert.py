@@ -1,0 +1,65 @@
+"""Converts torchvision / timm ImageNet ResNet weights into an orbax backbone for `config.init_from`.
+
+    python -m wrna_jax.convert wide_resnet50_2-95faca4d.pth ~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1
+    python -m wrna_jax.convert model.safetensors DST          # timm hub file: no torch needed
+
+SRC: a .safetensors or .pth state dict of a bottleneck ResNet (resnet50, wide_resnet50_2, ...).
+DST: a new directory (orbax variables + wrna_backbone.json); an existing one is replaced only
+with --force. Released painless-attention checkpoints are imported in Python instead
+(wrna_jax.weights.load_released), see README.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+from wrna_jax.weights import files, pretrained, released
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wrna_jax.convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="torchvision/timm ResNet state dict (.safetensors or .pth)")
+    parser.add_argument("dst", help="output directory for config.init_from")
+    parser.add_argument("--force", action="store_true", help="replace DST if it is a converted backbone")
+    args = parser.parse_args(argv)
+    dst = os.path.abspath(os.path.expanduser(args.dst))
+    if os.path.exists(dst) and not args.force:
+        parser.error(f"{dst} already exists; pass --force to replace it.")
+    try:
+        pretrained.check_destination(dst, args.force)
+        start = time.time()
+        print(f"Reading {args.src} ...", flush=True)
+        state_dict = files.load_state_dict(args.src)
+        try:
+            released.backbone_kind(state_dict)
+            is_released = any(k.startswith(("att", "output_gate", "g_out")) for k in state_dict)
+        except ValueError:
+            is_released = False
+        if is_released:
+            raise ValueError(f"{args.src} is a released painless-attention checkpoint, not an ImageNet "
+                             "backbone: import it with wrna_jax.weights.load_released (see README).")
+        print(f"  {len(state_dict)} tensors, {sum(v.size for v in state_dict.values()):,} values. "
+              "Converting ...", flush=True)
+        info, variables = pretrained.convert_resnet(state_dict, source=os.path.abspath(args.src))
+        num_params = sum(int(np.size(v)) for v in _leaves(variables["params"]))
+        print(f"  ResNet stages {info.stage_sizes}, width {info.width}, {info.num_classes} classes, "
+              f"{num_params:,} parameters. Writing {dst} ...", flush=True)
+        pretrained.save_backbone(info, variables, dst, force=args.force)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"Done in {time.time() - start:.1f} s. Use it with --config.init_from={dst}")
+    return 0
+
+
+def _leaves(tree):
+    for value in tree.values():
+        yield from (_leaves(value) if isinstance(value, dict) else [value])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
