@@ -2,6 +2,7 @@
 with 2 simulated CPU devices each against one process with 4, plus start-up settings and the
 error of a process whose peer never arrives. Every subprocess is bounded by a timeout."""
 
+import json
 import os
 import socket
 import subprocess
@@ -171,3 +172,38 @@ def test_settings_from_config_environment_and_schedulers():
     with pytest.raises(ValueError, match=r"local_device_ids='a,b': use comma-separated device numbers"):
         distributed.settings_for({"coordinator_address": "h:1", "num_processes": 2, "process_id": 0,
                                   "local_device_ids": "a,b"}, {})
+
+
+def test_train_py_and_eval_py_across_two_processes(tmp_path):
+    """The user's commands on two processes x 2 devices: each process reads half of every split,
+    process 0 alone writes the logs and figures, the checkpoints written together restore for
+    evaluation, and eval.py counts every example of the split exactly once."""
+    common = ["--config=configs/cluttered_mnist.py", f"--workdir={tmp_path / 'run'}",
+              f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.num_train=256",
+              "--config.dataset.num_validation=96", "--config.dataset.num_test=80",
+              "--config.batch_size=64", "--config.eval_batch_size=32", "--config.num_epochs=2",
+              "--config.attention.depth=1", "--config.log_every_steps=2",
+              "--config.dataset.sweep_distractors=()", "--config.num_mask_examples=3",
+              "--config.distributed.num_processes=2", "--config.distributed.initialization_timeout=120"]
+
+    def run_both(script: str, *extra: str) -> list[str]:
+        port = f"--config.distributed.coordinator_address=localhost:{free_port()}"
+        procs = [launch([script, *common, *extra, port, f"--config.distributed.process_id={pid}"], 2, ROOT)
+                 for pid in (0, 1)]
+        outputs = [p.communicate(timeout=TIMEOUT_S + 10) for p in procs]
+        for p, (out, err) in zip(procs, outputs):
+            assert p.returncode == 0, (out + err)[-4000:]
+        return [err for _, err in outputs]
+
+    logs = run_both("train.py")
+    assert all("2 local and 4 global devices" in log for log in logs)
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    val = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in val] == [4, 8]  # one line per evaluation: process 0 only
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["4", "8"]
+
+    run_both("eval.py", "--checkpoint=latest", "--split=validation")
+    results = json.load(open(tmp_path / "run" / "eval_latest" / "eval_results.json"))
+    assert results["checkpoint_step"] == 8 and results["num_examples"] == 96
+    assert results["accuracy"] == pytest.approx(val[-1]["val_accuracy"], abs=1e-9)
+    assert os.path.isfile(tmp_path / "run" / "eval_latest" / "attention_masks.png")
