@@ -6,8 +6,8 @@ stop after 20 epochs without improvement, regulariser 1e-3, AD=3 with the datase
 mask function. `paper` is the paper's (section 4.2): AD=2, AW=2, batch 64, backbone lr 1e-3
 and 10x on attention and classifier, halved every 30 epochs, 100 epochs, stop on plateau.
 
-Both fine-tune torchvision's ImageNet WRN-50-2 from `config.init_from` (default below, the
-same as wrna_jax.weights.DEFAULT_INIT_FROM). Create it once:
+Both fine-tune torchvision's ImageNet WRN-50-2 from `config.init_from`
+(wrna_jax.weights.DEFAULT_INIT_FROM by default). Create it once:
     wget https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth
     python -m wrna_jax.convert wide_resnet50_2-95faca4d.pth ~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1
 or point init_from elsewhere (--config.init_from=PATH).
@@ -16,9 +16,9 @@ or point init_from elsewhere (--config.init_from=PATH).
 import ml_collections
 
 from configs import default
+from wrna_jax.weights.pretrained import DEFAULT_INIT_FROM
 
 RECIPES = ("released", "paper")
-IMAGENET_WRN50_2 = "~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1"
 
 
 def get_config(dataset: str, num_classes: int, *, head_lr: float, width: int, mask_fn: str,
@@ -41,7 +41,7 @@ def get_config(dataset: str, num_classes: int, *, head_lr: float, width: int, ma
     config.log_every_steps = 20
     config.eval_every_epochs = 1
     config.early_stop_patience = 20
-    config.init_from = IMAGENET_WRN50_2
+    config.init_from = DEFAULT_INIT_FROM
     if recipe == "released":
         config.attention.update(preset="released", depth=3, width=width, mask_fn=mask_fn,
                                 regularizer_weight=1e-3)

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+import jax
 import numpy as np
 
 from wrna_jax.weights import files, pretrained, released
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {len(state_dict)} tensors, {sum(v.size for v in state_dict.values()):,} values. "
               "Converting ...", flush=True)
         info, variables = pretrained.convert_resnet(state_dict, source=os.path.abspath(args.src))
-        num_params = sum(int(np.size(v)) for v in _leaves(variables["params"]))
+        num_params = sum(int(np.size(v)) for v in jax.tree.leaves(variables["params"]))
         print(f"  ResNet stages {info.stage_sizes}, width {info.width}, {info.num_classes} classes, "
               f"{num_params:,} parameters. Writing {dst} ...", flush=True)
         pretrained.save_backbone(info, variables, dst, force=args.force)
@@ -54,11 +55,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"Done in {time.time() - start:.1f} s. Use it with --config.init_from={dst}")
     return 0
-
-
-def _leaves(tree):
-    for value in tree.values():
-        yield from (_leaves(value) if isinstance(value, dict) else [value])
 
 
 if __name__ == "__main__":
