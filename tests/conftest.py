@@ -1,22 +1,31 @@
-"""Shared test helpers: small configs built the way the real configs are."""
+"""Shared test helpers: small configs built the way the real configs are, and subprocesses."""
 
+import fcntl
+import json
 import os
+import pathlib
+import socket
+import subprocess
+import sys
 import tempfile
+from typing import Any, Callable
 
-import jax
-import ml_collections
-import pytest
-
-# Many tests compile the same small programs again (each train_and_evaluate call builds its
-# own jitted step): a persistent compilation cache shared by the session makes repeats cheap.
-jax.config.update("jax_compilation_cache_dir",
-                  os.environ.get("WRNA_TEST_JAX_CACHE", tempfile.mkdtemp(prefix="wrna_jax_cache_")))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+# One persistent compilation cache for the whole test session: pytest-xdist's workers and every
+# subprocess a test starts inherit these variables (set here, in the controller, before any worker
+# starts), so a program compiled once is loaded from disk everywhere else.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      os.environ.get("WRNA_TEST_JAX_CACHE") or tempfile.mkdtemp(prefix="wrna_jax_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # The numerical tests compare against float32 references: on GPUs, JAX's default precision for
 # float32 convolutions and matrix products is TF32 (about 1e-3 relative error), so ask for full
 # float32 there. CPUs compute float32 either way.
-jax.config.update("jax_default_matmul_precision", "highest")
+os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+import ml_collections  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.join(ROOT, "tests")
 
 
 def model_config(backbone: str = "mnist_cnn", *, ad: int = 2, aw: int = 2, preset: str = "released",
@@ -52,7 +61,108 @@ def tiny_train_config(data_dir: str, arg: str | None = None) -> ml_collections.C
     return config
 
 
+# The same tiny run as command-line overrides of configs/cluttered_mnist.py.
+TINY_FLAGS = ["--config.dataset.num_train=512", "--config.dataset.num_validation=96",
+              "--config.dataset.num_test=80", "--config.dataset.sweep_distractors=(4,16)",
+              "--config.batch_size=64", "--config.eval_batch_size=32", "--config.num_epochs=2",
+              "--config.schedule.boundaries_epochs=(1,)", "--config.attention.depth=2",
+              "--config.num_mask_examples=3", "--config.log_every_steps=4"]
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> str:
     """One TFDS data_dir for the whole session, so each tiny dataset is generated once."""
     return str(tmp_path_factory.mktemp("tfds"))
+
+
+def shared_once(tmp_path_factory, name: str, compute: Callable[[pathlib.Path], Any]) -> tuple[pathlib.Path, Any]:
+    """(directory, result) of `compute(directory)`, computed once per test session however many
+    pytest-xdist workers ask: the first takes a file lock and computes, the others wait and read
+    its JSON result. (xdist's own grouping of tests, --dist loadgroup, has no effect with
+    pytest 9, and this also lets both workers use the result.)"""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by all workers of the session
+    directory, done = root / name, root / f"{name}.json"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            directory.mkdir(exist_ok=True)
+            result = compute(directory)
+            done.write_text(json.dumps(result))
+    return directory, json.loads(done.read_text())
+
+
+# The tiny run, trained once per session: 4 epochs of 8 steps, evaluated and checkpointed every
+# 8 steps, lr x0.1 after epoch 1, with its own data_dir inside the shared directory.
+TINY_RUN_EPOCHS = 4
+
+
+def tiny_run_config(directory: pathlib.Path) -> ml_collections.ConfigDict:
+    config = tiny_train_config(str(directory / "data"))
+    config.num_epochs = TINY_RUN_EPOCHS
+    return config
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(config, workdir, result) of `train_and_evaluate` on the tiny run. Its data (the distractor
+    sweep's test sets included) are generated before anyone reads them, so tests only read the
+    data_dir; they must not write into the workdir (copy it)."""
+
+    def compute(directory: pathlib.Path) -> dict:
+        from wrna_jax.data import datasets
+        from wrna_jax.train import train_and_evaluate
+
+        config = tiny_run_config(directory)
+        for d in config.dataset.sweep_distractors:
+            datasets.cluttered_mnist_builder(config.dataset, num_distractors=int(d), num_train=1, num_validation=1)
+        return train_and_evaluate(config, str(directory / "run"))
+
+    directory, result = shared_once(tmp_path_factory, "tiny_run", compute)
+    return tiny_run_config(directory), str(directory / "run"), result
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def spawn(args: list[str], *, devices: int = 1, timeout_s: int = 240) -> subprocess.Popen:
+    """`python ARGS` from the repository root with `devices` simulated CPU devices, killed by
+    `timeout` after `timeout_s` seconds (a missing peer would otherwise block forever)."""
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+           "PYTHONPATH": os.pathsep.join([ROOT, TESTS]), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(["timeout", str(timeout_s), sys.executable, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc: subprocess.Popen, timeout_s: int = 300) -> tuple[str, str]:
+    """(stdout, stderr) of `proc`, asserting it exited 0 (the message shows the end of both)."""
+    out, err = proc.communicate(timeout=timeout_s)
+    assert proc.returncode == 0, f"exit status {proc.returncode}:\n{(out + err)[-4000:]}"
+    return out, err
+
+
+def last_json(out: str) -> dict:
+    """The JSON object a worker prints as its last line."""
+    import json
+
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def read_png(path, size: tuple[int, int] | None = None):
+    """The RGB pixels of the PNG at `path`, checking its (width, height) when given and that it
+    shows something: many colours and visible contrast, not a blank or one-colour canvas."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        assert image.format == "PNG", f"{path}: {image.format}"
+        if size is not None:
+            assert image.size == tuple(size), f"{path}: {image.size} pixels, expected {size}"
+        pixels = np.asarray(image.convert("RGB"))
+    colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
+    assert colours > 16 and pixels.std() > 10, f"{path} looks blank: {colours} colours, std {pixels.std():.1f}"
+    return pixels

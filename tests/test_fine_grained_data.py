@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from conftest import read_png
 from wrna_jax.data import datasets, pipeline, preprocessing
 
 TFDS_DATASETS = ("stanford_dogs", "caltech_birds2011", "cars196", "food101", "cifar10",
@@ -462,8 +463,11 @@ def test_dogs_config_trains_and_ten_crop_evaluates_end_to_end(tmp_path, monkeypa
     """configs/dogs.py on mock data with a tiny backbone: train, then ten-crop evaluation."""
     import json
 
+    import jax
+
     from configs import dogs
     from tensorflow_datasets.testing import test_utils
+    from wrna_jax.models import create_model
     from wrna_jax.evaluate import evaluate_checkpoint
     from wrna_jax.train import train_and_evaluate
 
@@ -480,9 +484,27 @@ def test_dogs_config_trains_and_ten_crop_evaluates_end_to_end(tmp_path, monkeypa
         result = train_and_evaluate(config, workdir)
         config.dataset.ten_crop = True
         evaluated = evaluate_checkpoint(config, workdir, "latest")
+        # Independently: every crop of the same test batches through the restored model on its
+        # own, log-probabilities averaged over the ten crops here.
+        from test_train import restore_params
+        from wrna_jax import evaluate, parallel
+
+        _, params, stats = restore_params(config, workdir)
+        model = create_model(config)
+        apply = jax.jit(lambda images: model.apply({"params": params, "batch_stats": stats}, images).log_probs)
+        correct = count = 0
+        for batch in evaluate.eval_batches(datasets.get_builder(config.dataset), "test", config,
+                                           parallel.create_mesh(1)):
+            images = np.asarray(batch["image"])
+            assert images.shape[1:] == (10, 32, 32, 3)
+            mean = np.mean([np.asarray(apply(images[:, c])) for c in range(10)], axis=0)
+            mask = np.asarray(batch["mask"])
+            correct += int(np.sum((mean.argmax(-1) == np.asarray(batch["label"])) & mask))
+            count += int(mask.sum())
     assert result["step"] == 4 and result["num_examples"] == NUM_EXAMPLES
-    assert evaluated["num_examples"] == NUM_EXAMPLES and 0 <= evaluated["accuracy"] <= 1
+    assert evaluated["num_examples"] == count == NUM_EXAMPLES
+    assert evaluated["accuracy"] == correct / count
     assert "top5_accuracy" in evaluated and len(evaluated["hypothesis_accuracy"]) == 1 + 2 * 2
     saved = json.load(open(tmp_path / "run" / "eval_latest" / "eval_results.json"))
     assert saved["accuracy"] == evaluated["accuracy"]
-    assert (tmp_path / "run" / "eval_latest" / "attention_masks.png").stat().st_size > 1000
+    read_png(tmp_path / "run" / "eval_latest" / "attention_masks.png", size=(800, 340))  # 2 x (1 + 4)

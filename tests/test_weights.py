@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from numerics import U_FLOAT32, assert_close_to, conv_error_bound, gamma, probable_error
 from wrna_jax import convert as convert_cli
 from wrna_jax.models import create_model
 from wrna_jax.models.layers import batch_norm
@@ -28,6 +29,13 @@ from wrna_jax.weights import files, mapping, pretrained
 
 EPS = 1e-5
 TINY_STAGES = (1, 1, 1, 1)   # a bottleneck "ResNet-14": every kind of layer, few of them
+# Whole networks against their transcriptions, which sum in other orders (tests/numerics.py):
+# ~14 layers whose longest reduction is layer4's 3x3 conv over 2 x 512 channels (9,216 terms);
+# the released MNIST network's ~10 layers, longest the first module's projection over
+# 16 x 18 x 18 values; the released tiny WRN's ~16 layers, longest its projections (16,384).
+RESNET14_ERROR = probable_error(9216, layers=14)
+MNIST_ERROR = probable_error(5184, layers=10)
+RELEASED_WRN_ERROR = probable_error(16384, layers=16)
 
 
 # Random state dicts with the PyTorch key names ------------------------------------------------
@@ -277,9 +285,11 @@ def test_converted_layers_match_pytorch_formulas():
         x = rng.standard_normal((2, oihw.shape[1], 9, 9), np.float32)
         stride, pad = 2, oihw.shape[-1] // 2
         want = ref_conv(x, oihw, stride, pad)
-        got = lax.conv_general_dilated(nhwc(x), kernel, (stride, stride), [(pad, pad)] * 2,
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HIGHEST)
-        np.testing.assert_allclose(nhwc(want), got, rtol=1e-5, atol=1e-5, err_msg=key)
+        conv = lambda x, k: lax.conv_general_dilated(x, k, (stride, stride), [(pad, pad)] * 2,
+                                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=HIGHEST)
+        got = conv(nhwc(x), kernel)
+        bound = conv_error_bound(conv, nhwc(x), kernel, int(np.prod(oihw.shape[1:])))
+        assert np.all(np.abs(nhwc(want) - got) <= bound), key
         checked["conv"] += 1
     for path, scale in flat.items():
         if path[0] != "params" or path[-1] != "scale":
@@ -290,11 +300,13 @@ def test_converted_layers_match_pytorch_formulas():
         x = rng.standard_normal((3, 5, 5, scale.shape[0]), np.float32)
         got = batch_norm(False, jnp.float32).apply(bn_vars, x)
         want = nhwc(ref_bn(np.transpose(x, (0, 3, 1, 2)), sd, mapping.resnet_module_key(module)))
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        # Elementwise, about 5 roundings in either order: within 8 u of the largest term (|y| < 8).
+        np.testing.assert_allclose(got, want, rtol=0, atol=8 * U_FLOAT32 * 8)
         checked["bn"] += 1
     x = rng.standard_normal((4, 2048), np.float32)
     got = flax.linen.Dense(7).apply({"params": variables["params"]["fc"]}, x)
-    np.testing.assert_allclose(got, x @ sd["fc.weight"].T + sd["fc.bias"], rtol=1e-5, atol=1e-5)
+    bound = 2 * gamma(2048 + 1) * (np.abs(x) @ np.abs(sd["fc.weight"]).T + np.abs(sd["fc.bias"]))
+    assert np.all(np.abs(got - (x @ sd["fc.weight"].T + sd["fc.bias"])) <= bound)
     assert checked == {"conv": 3 * 4 + 4 + 1, "bn": 3 * 4 + 4 + 1}
 
 
@@ -305,7 +317,7 @@ def test_converted_resnet_computes_the_pytorch_network():
     x = rng.standard_normal((2, 3, 64, 64), np.float32)
     out = apply(info.module(), variables, nhwc(x))
     _, _, want = jax.jit(ref_resnet, static_argnums=(2, 3))(sd, x, TINY_STAGES)
-    np.testing.assert_allclose(out.logits, want, rtol=1e-4, atol=1e-4)
+    assert_close_to(out.logits, want, relative=RESNET14_ERROR, what="ResNet-14 logits")
 
 
 def test_mismatched_state_dicts_list_every_problem():
@@ -432,7 +444,7 @@ def test_released_mnist_network_computes_the_released_function(tmp_path, gate, c
     x = rng.standard_normal((3, 1, 40, 40), np.float32)
     out = apply(model, variables, nhwc(x))
     want = jax.jit(ref_released_mnist, static_argnums=(2, 3, 4))(sd, x, depth, heads, gate)
-    np.testing.assert_allclose(out.log_probs, want, rtol=1e-4, atol=1e-4)
+    assert_close_to(out.log_probs, want, relative=MNIST_ERROR, what="released MNIST log-probabilities")
     if not conv_bias:   # bias-free released convs: our conv biases are zero
         assert not np.any(variables["params"]["backbone"]["conv1"]["bias"])
     per_head = released_config(sd, mask_fn="softmax")
@@ -455,7 +467,7 @@ def test_released_wrn_attention_network_computes_the_released_function(monkeypat
     x = rng.standard_normal((2, 3, size, size), np.float32)
     out = apply(model, variables, nhwc(x))
     want = jax.jit(ref_released_wrn, static_argnums=(2, 3, 4))(sd, x, depth, heads, TINY_STAGES)
-    np.testing.assert_allclose(out.log_probs, want, rtol=1e-4, atol=1e-4)
+    assert_close_to(out.log_probs, want, relative=RELEASED_WRN_ERROR, what="released WRN log-probabilities")
 
 
 def test_released_checkpoint_errors():
@@ -642,7 +654,7 @@ def test_resnet_logits_match_pytorch(tmp_path):
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     got = apply(info.module(), variables, nhwc(x)).logits
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert_close_to(got, want, relative=RESNET14_ERROR, what="ResNet logits vs PyTorch")
 
 
 def test_released_mnist_logits_match_pytorch(tmp_path):
@@ -659,7 +671,7 @@ def test_released_mnist_logits_match_pytorch(tmp_path):
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     got = apply(model, variables, nhwc(x)).log_probs
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    assert_close_to(got, want, relative=MNIST_ERROR, what="released MNIST vs PyTorch")
 
 
 def test_training_checks_init_from_before_any_work(tmp_path):

@@ -1,0 +1,180 @@
+"""Programs the tests run in separate processes (the device count and `jax.distributed` are fixed
+when JAX starts). They assert nothing: they write what they computed (arrays as .npz, facts as
+JSON) for the test to compare, so a failure names the tensor and the numbers.
+
+    python tests/workers.py data_parallel OUTDIR          # with 8 (simulated) devices
+    python tests/workers.py distributed OUTDIR N ID PORT  # one of N processes
+"""
+
+import json
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+STEPS_PER_EPOCH = 10
+REORDERINGS = 3  # reordered copies of each reference run (tests/numerics.py)
+
+
+def reordered(batches: list[dict[str, np.ndarray]], seed: int, grad_accum_steps: int = 1) -> list[dict]:
+    """The same batches with their examples in another order; with accumulation over k
+    micro-batches (micro-batch j = examples j, j + k, ...) only within each micro-batch."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for batch in batches:
+        size = len(batch["label"])
+        order = np.arange(size)
+        for j in range(grad_accum_steps):
+            order[j::grad_accum_steps] = rng.permutation(order[j::grad_accum_steps])
+        out.append({key: value[order] for key, value in batch.items()})
+    return out
+
+
+def random_batches(count: int, size: int, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"image": rng.random((size, 40, 40, 1), np.float32),
+             "label": rng.integers(0, 10, size).astype(np.int32), "mask": np.ones(size, bool)}
+            for _ in range(count)]
+
+
+def one_step_config():
+    """The 1-vs-8-device comparison: the attention CNN, one SGD step on a batch of 32."""
+    from configs import cluttered_mnist
+
+    config = cluttered_mnist.get_config()
+    config.update_from_flattened_dict({"attention.depth": 2, "batch_size": 32})
+    return config
+
+
+def distributed_config():
+    """The multi-process comparison: two accumulated micro-batches per step, two steps."""
+    from configs import cluttered_mnist
+
+    config = cluttered_mnist.get_config()
+    config.update_from_flattened_dict({"attention.depth": 0, "batch_size": 16, "optimizer.learning_rate": 0.01,
+                                       "grad_accum_steps": 2})
+    return config
+
+
+def _variables(state) -> dict[str, np.ndarray]:
+    import flax
+    import jax
+
+    return flax.traverse_util.flatten_dict(
+        jax.device_get({"params": state.params, "batch_stats": state.batch_stats}), sep="/")
+
+
+def train(config, runs, mesh, share=slice(None)):
+    """For each list of batches in `runs`, from the same initial state: (variables before,
+    variables after, last metrics, final state) of `make_train_step`, compiled once; each process
+    feeds its `share` of every global batch."""
+    import jax
+
+    from wrna_jax import parallel, steps
+    from wrna_jax.models import create_model
+    from wrna_jax.state import create_train_state
+
+    model = create_model(config)
+    step = steps.make_train_step(config, model, mesh, STEPS_PER_EPOCH)
+    first = create_train_state(config, model, (40, 40, 1), mesh, STEPS_PER_EPOCH)
+    before = _variables(first)
+    results = []
+    for batches in runs:
+        state = jax.tree.map(jax.numpy.copy, first)  # the step donates (consumes) its input state
+        for batch in batches:
+            sharded = parallel.shard_batch({k: v[share] for k, v in batch.items()}, parallel.batch_sharding(mesh))
+            state, metrics = step(state, sharded)
+        results.append((before, _variables(state), jax.device_get(metrics), state))
+    return results
+
+
+def data_parallel(outdir: str) -> None:
+    import jax
+
+    from wrna_jax import parallel
+
+    facts = {"device_count": jax.device_count()}
+    batch = random_batches(1, 32)
+    one = train(one_step_config(), [batch] + [reordered(batch, seed) for seed in range(REORDERINGS)],
+                parallel.create_mesh(1))
+    (eight,) = train(one_step_config(), [batch], parallel.create_mesh(8))
+    np.savez(os.path.join(outdir, "one_step_before.npz"), **one[0][0])
+    np.savez(os.path.join(outdir, "one_step_1.npz"), **one[0][1])
+    np.savez(os.path.join(outdir, "one_step_8.npz"), **eight[1])
+    for i, run in enumerate(one[1:]):
+        np.savez(os.path.join(outdir, f"one_step_1_reordered{i}.npz"), **run[1])
+    facts["batch_devices_8"] = len(eight[3].params["backbone"]["fc2"]["kernel"].sharding.device_set)
+    facts["loss_1"], facts["loss_8"] = float(one[0][2]["loss"]), float(eight[2]["loss"])
+    # The single-process reference of `distributed`: one process with 4 devices.
+    config, batches = distributed_config(), random_batches(2, 16)
+    four = train(config, [batches] + [reordered(batches, seed, config.grad_accum_steps)
+                                      for seed in range(REORDERINGS)], parallel.create_mesh(4))
+    np.savez(os.path.join(outdir, "distributed_before_1.npz"), **four[0][0])
+    for i, run in enumerate(four):
+        np.savez(os.path.join(outdir, "distributed_after_1.npz" if i == 0 else
+                              f"distributed_after_1_reordered{i - 1}.npz"), **run[1])
+    print(json.dumps(facts), flush=True)
+
+
+def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> None:
+    from wrna_jax import distributed as dist
+
+    joined = dist.initialize({"coordinator_address": f"localhost:{port}", "num_processes": num_processes,
+                              "process_id": process_id, "initialization_timeout": 120})
+    import jax
+
+    from wrna_jax import checkpoint, parallel
+    from wrna_jax.train import MetricsLog
+
+    facts = {"joined": joined, "process_count": jax.process_count(), "device_count": jax.device_count(),
+             "local_device_count": jax.local_device_count()}
+    share = slice(process_id * 16 // num_processes, (process_id + 1) * 16 // num_processes)
+    ((before, after, metrics, state),) = train(distributed_config(), [random_batches(2, 16)],
+                                               parallel.create_mesh(), share)
+    np.savez(os.path.join(outdir, f"distributed_before_{num_processes}_{process_id}.npz"), **before)
+    np.savez(os.path.join(outdir, f"distributed_after_{num_processes}_{process_id}.npz"), **after)
+
+    workdir = os.path.join(outdir, f"run{num_processes}")
+    ckpts = checkpoint.Checkpoints(workdir)
+    ckpts.save(2, state, {"accuracy": 0.5})
+    ckpts.wait()
+    restored = ckpts.restore(2, state)  # `state` gives the structure and the shardings
+    ckpts.close()
+    facts["restored_step"] = int(jax.device_get(restored.step))
+    facts["restored_differences"] = {name: float(np.max(np.abs(value - after[name])))
+                                     for name, value in _variables(restored).items()}
+    log = MetricsLog(workdir)
+    log.write(2, {"train_loss": float(metrics["loss"])})
+    log.close()
+
+    marker = os.path.join(workdir, "first")
+    with dist.process_0_first("writing the marker"):
+        if process_id == 0:
+            time.sleep(1)
+            with open(marker, "w") as f:
+                f.write("written by process 0")
+        else:
+            facts["marker_seen_by_process_1"] = open(marker).read() if os.path.exists(marker) else None
+
+    preemption = dist.Preemption()
+    for i in range(400):
+        if process_id == num_processes - 1 and i == 5:
+            os.kill(os.getpid(), signal.SIGTERM)  # one process notified, as a scheduler would
+        if preemption.reached(i):
+            break
+        time.sleep(0.02)
+    preemption.close()
+    facts["preempted_at"] = i
+    print(json.dumps(facts), flush=True)
+
+
+if __name__ == "__main__":
+    task, outdir, *rest = sys.argv[1:]
+    if task == "data_parallel":
+        data_parallel(outdir)
+    elif task == "distributed":
+        distributed(outdir, int(rest[0]), int(rest[1]), rest[2])
+    else:
+        raise SystemExit(f"unknown task {task!r}")
