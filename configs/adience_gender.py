@@ -10,5 +10,6 @@ from configs import fine_grained
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return fine_grained.get_config("adience_gender", 2, head_lr=0.1, width=2, mask_fn="softmax",
+    return fine_grained.get_config("adience_gender", 2, head_lr=0.1, width=2, gate_fn="softmax", output="all",
+                                   bn_group_size=32,
                                    arg=arg)

@@ -10,5 +10,6 @@ from configs import fine_grained
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return fine_grained.get_config("caltech_birds2011", 200, head_lr=0.1, width=2, mask_fn="sigmoid",
+    return fine_grained.get_config("caltech_birds2011", 200, head_lr=0.1, width=2, gate_fn="sigmoid", output="50",
+                                   bn_group_size=16,
                                    arg=arg)

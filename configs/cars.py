@@ -10,5 +10,6 @@ from configs import fine_grained
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return fine_grained.get_config("cars196", 196, head_lr=0.2, width=4, mask_fn="softmax",
+    return fine_grained.get_config("cars196", 196, head_lr=0.2, width=4, gate_fn="softmax", output="all",
+                                   bn_group_size=32,
                                    arg=arg)

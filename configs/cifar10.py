@@ -10,4 +10,4 @@ from configs import cifar
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    return cifar.get_config("cifar10", 10, depth=28, width=10, attention_width=4, arg=arg)
+    return cifar.get_config("cifar10", 10, depth=28, width=10, attention_width=4, regularizer_weight=1e-3, arg=arg)

@@ -23,8 +23,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = 2
     config.schedule.kind = "steps"
     config.schedule.boundaries_epochs = (1.5,)
-    config.optimizer.learning_rate = 0.1
-    config.optimizer.head_lr_multiplier = 1.0
+    # The master branch's train_mnist.py: SGD lr 0.1 for every parameter, plain momentum 0.9
+    # (no Nesterov), weight decay 1e-5, batch 100.
+    config.optimizer.update(learning_rate=0.1, head_lr_multiplier=1.0, momentum=0.9, nesterov=False,
+                            weight_decay=1e-5)
+    config.batch_size = 100
     if "paper_recipe" in options:
         config.dataset.num_train, config.dataset.num_validation = 200_000, 100_000
         config.dataset.num_test = 100_000

@@ -40,12 +40,17 @@ def get_config() -> ml_collections.ConfigDict:
         depth=50,                 # imagenet_resnet: 50/101/152; cifar_wrn: 6n+4
         width=2,                  # width factor (WRN-d-k's k)
         dropout=0.0,              # cifar_wrn only
+        layout="zagoruyko",       # cifar_wrn: 'zagoruyko' (original WRN) | 'authors' (their attention WRN)
         dtype="float32",          # compute dtype: 'float32' | 'bfloat16' (params stay float32)
+        # BatchNorm statistics over groups of this many consecutive examples (None: the whole
+        # batch); the authors' runs had per-GPU groups (torch.nn.DataParallel).
+        bn_group_size=ml_collections.config_dict.placeholder(int),
         stn=ml_collections.config_dict.placeholder(bool),  # mnist_cnn: spatial transformer in front (None: off)
+        conv_bias=False,          # mnist_cnn: conv biases (only to import checkpoints of old code)
     ))
 
     config.attention = ml_collections.ConfigDict(dict(
-        preset="released",        # 'paper' | 'released'
+        preset="released",        # 'paper' | 'released' (master branch) | 'attend_rectify' (dev branch)
         depth=4,                  # AD: modules at the deepest attach points; 0 = plain backbone
         width=2,                  # AW: heads per module
         gates=True,
@@ -57,6 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
         attended_bn=ml_collections.config_dict.placeholder(bool),
         shared_projection=ml_collections.config_dict.placeholder(bool),
         gate_bn=ml_collections.config_dict.placeholder(bool),
+        gate_fn=ml_collections.config_dict.placeholder(str),   # 'softmax' | 'sigmoid'
+        output=ml_collections.config_dict.placeholder(str),    # 'all' | '50' (attend_rectify)
         regularizer_norm=ml_collections.config_dict.placeholder(str),
     ))
 

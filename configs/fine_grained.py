@@ -1,13 +1,16 @@
 """Shared recipe of the fine-grained configs (dogs.py, birds.py, ...): WRN-50-2 + attention.
 
-`released` (default) is the authors' released recipe (SPEC section 4): SGD Nesterov 0.9, weight
-decay 1e-4, batch 128, backbone lr = 0.1 x head lr, lr x0.1 at epochs 40 and 80, 100 epochs,
-stop after 20 epochs without improvement, regulariser 1e-3, AD=3 with the dataset's AW and
-mask function. `paper` is the paper's (section 4.2): AD=2, AW=2, batch 64, backbone lr 1e-3
-and 10x on attention and classifier, halved every 30 epochs, 100 epochs, stop on plateau.
+`released` (default) reproduces the authors' released fine-grained runs (their dev branch,
+288ec61: `train_resnet.py` and `logs/fine_grained/*.json`; docs/method.md): the `attend_rectify`
+modules on layer3, layer2, layer1 (AD=3) with the dataset's AW, gate normalisation and output
+rule, SGD Nesterov 0.9, weight decay 1e-4, batch 128, backbone lr = 0.1 x head lr (modules, gate
+layer and classifier at the head lr), lr x0.1 after epochs 40 and 80, 100 epochs, no early stop,
+regulariser 1e-3, and BatchNorm statistics over the per-GPU slices their DataParallel runs had
+(32 images; 16 for birds, trained on 8 GPUs). `paper` is the paper's recipe (section 4.2): the
+`paper` module, AD=2, AW=2, batch 64, backbone lr 1e-3 and 10x on attention and classifier,
+halved every 30 epochs, 100 epochs, stop on a plateau (20 epochs without improvement).
 
-Both fine-tune torchvision's ImageNet WRN-50-2 from `config.init_from`
-(wrna_jax.weights.DEFAULT_INIT_FROM by default). Create it once:
+Both fine-tune torchvision's ImageNet WRN-50-2 from `config.init_from`. Create it once:
     wget https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth
     python -m wrna_jax.convert wide_resnet50_2-95faca4d.pth ~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1
 or point init_from elsewhere (--config.init_from=PATH).
@@ -16,14 +19,20 @@ or point init_from elsewhere (--config.init_from=PATH).
 import ml_collections
 
 from configs import default
-from wrna_jax.weights.pretrained import DEFAULT_INIT_FROM
 
 RECIPES = ("released", "paper")
+# Where `python -m wrna_jax.convert` puts the ImageNet WRN-50-2 in the instructions above.
+DEFAULT_INIT_FROM = "~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1"
 
 
-def get_config(dataset: str, num_classes: int, *, head_lr: float, width: int, mask_fn: str,
-               arg: str | None, eval_split: str = "test", test_split: str = "test") -> ml_collections.ConfigDict:
-    """The config for `dataset`; `arg` is None/'released' or 'paper' (the config file's argument)."""
+def get_config(dataset: str, num_classes: int, *, head_lr: float, width: int, gate_fn: str, output: str,
+               bn_group_size: int, arg: str | None, eval_split: str = "test",
+               test_split: str = "test") -> ml_collections.ConfigDict:
+    """The config for `dataset`; `arg` is None/'released' or 'paper' (the config file's argument).
+
+    head_lr, width (AW), gate_fn ('softmax' | 'sigmoid'), output ('all' | '50') and bn_group_size
+    are the released run's (its log's lr, attention_width, attention_type, attention_output, and
+    batch 128 / ngpu)."""
     recipe = arg or "released"
     if recipe not in RECIPES:
         raise ValueError(f"Unknown recipe {recipe!r}; use one of {', '.join(map(repr, RECIPES))} "
@@ -40,17 +49,18 @@ def get_config(dataset: str, num_classes: int, *, head_lr: float, width: int, ma
     config.eval_batch_size = 128
     config.log_every_steps = 20
     config.eval_every_epochs = 1
-    config.early_stop_patience = 20
     config.init_from = DEFAULT_INIT_FROM
     if recipe == "released":
-        config.attention.update(preset="released", depth=3, width=width, mask_fn=mask_fn,
-                                regularizer_weight=1e-3)
+        config.attention.update(preset="attend_rectify", depth=3, width=width, gate_fn=gate_fn, output=output)
+        config.model.bn_group_size = bn_group_size
         config.batch_size = 128
         config.optimizer.learning_rate = round(0.1 * head_lr, 12)
         config.schedule.update(kind="steps", boundaries_epochs=(40, 80), factor=0.1)
+        config.early_stop_patience = 0
     else:
         config.attention.update(preset="paper", depth=2, width=2)
         config.batch_size = 64
         config.optimizer.learning_rate = 1e-3
         config.schedule.update(kind="every", every_epochs=30, factor=0.5)
+        config.early_stop_patience = 20
     return config

@@ -31,11 +31,14 @@ TESTS = os.path.join(ROOT, "tests")
 def model_config(backbone: str = "mnist_cnn", *, ad: int = 2, aw: int = 2, preset: str = "released",
                  num_classes: int = 10, depth: int = 10, width: int = 1, dtype: str = "float32",
                  **attention) -> ml_collections.ConfigDict:
-    """A config with just the `model` and `attention` sections `create_model` reads."""
-    config = ml_collections.ConfigDict()
-    config.model = dict(backbone=backbone, num_classes=num_classes, depth=depth, width=width,
-                        dropout=0.0, dtype=dtype)
-    config.attention = dict(preset=preset, depth=ad, width=aw, **{"gates": True, **attention})
+    """configs/default.py with the model and attention settings given (depth and width are the
+    backbone's: WRN-d-k's d and k, or the ResNet depth and width factor)."""
+    from configs import default
+
+    config = default.get_config()
+    config.model.update(backbone=backbone, num_classes=num_classes, depth=depth, width=width, dtype=dtype)
+    config.attention.update(preset=preset, depth=ad, width=aw, gates=True)
+    config.attention.update(attention)
     return config
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from numerics import assert_close_to, gamma, probable_error
-from wrna_jax.models import AttentionModule, AttentionSpec, diversity_regularizer, gated_combination
+from wrna_jax.models import PainlessModule, AttentionSpec, diversity_regularizer, gated_combination
 from wrna_jax.models.factory import PRESETS
 
 
@@ -120,9 +120,9 @@ def np_attention_module(z, params, spec: AttentionSpec):
                                                         ("paper", "project", "sigmoid"),
                                                         ("released", "avg", "sigmoid")])
 def test_attention_module_matches_numpy(preset, reduction, mask_fn):
-    fields = {**PRESETS[preset], "reduction": reduction, "mask_fn": mask_fn}
-    spec = AttentionSpec(depth=1, width=3, **fields)
-    module = AttentionModule(spec, num_classes=5)
+    fields = {key: value for key, value in PRESETS[preset].items() if key != "regularizer_weight"}
+    spec = AttentionSpec(depth=1, width=3, gates=True, **{**fields, "reduction": reduction, "mask_fn": mask_fn})
+    module = PainlessModule(spec, num_classes=5)
     z = jax.random.normal(jax.random.key(0), (6, 5, 5, 8))
     variables = module.init(jax.random.key(1), z)
     # Randomise the BatchNorm affine parameters too, so they are checked as well.

@@ -326,19 +326,24 @@ def test_bbox_window_union_empty_and_degenerate_boxes():
                                   [50, 100, 1, 100])  # ymax < ymin: one row; xmax clipped.
 
 
-def test_cifar_augmentation_pads_with_zeros_and_keeps_the_shape():
-    white = tf.fill([32, 32, 3], tf.constant(255, tf.uint8))
+def test_cifar_augmentation_crops_a_reflection_padded_image_and_keeps_the_shape():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="reflect")  # the authors' np.pad
+    windows = {(y, x, flip): np.asarray(padded[y:y + 32, x:x + 32][:, ::-1] if flip else padded[y:y + 32, x:x + 32])
+               for y in range(9) for x in range(9) for flip in (False, True)}
     preprocess = preprocessing.CifarPreprocess(train=True)
-    black = (0 - np.array(preprocessing.CIFAR10_MEAN)) / np.array(preprocessing.CIFAR10_STD)
-    shifted = 0
+    normalise = lambda a: (a / 255.0 - np.array(preprocessing.CIFAR10_MEAN)) / np.array(preprocessing.CIFAR10_STD)
+    seen = set()
     for index in range(16):
-        out = preprocess({"image": white, "label": 3, "rng": tf.constant([1, index], tf.int64)})
-        image = out["image"].numpy()
-        assert image.shape == (32, 32, 3) and out["label"].dtype == tf.int32
-        is_black = np.isclose(image, black).all(-1)
-        assert is_black.sum() <= 32 * 32 - 24 * 24  # At most 4 padded rows and columns.
-        shifted += bool(is_black.any())
-    assert shifted > 8
+        out = preprocess({"image": tf.constant(image), "label": 3, "rng": tf.constant([1, index], tf.int64)})
+        got = out["image"].numpy()
+        assert got.shape == (32, 32, 3) and out["label"].dtype == tf.int32
+        match = [key for key, window in windows.items() if np.allclose(got, normalise(window), atol=1e-5)]
+        assert len(match) == 1, index  # exactly one crop (and flip) of the reflection-padded image
+        seen.add(match[0])
+    assert len(seen) > 8  # random offsets and flips
+    white = tf.fill([32, 32, 3], tf.constant(255, tf.uint8))
     evaluation = preprocessing.CifarPreprocess(train=False)({"image": white, "label": 3})
     expected = (1 - np.array(preprocessing.CIFAR10_MEAN)) / np.array(preprocessing.CIFAR10_STD)
     np.testing.assert_allclose(evaluation["image"], np.broadcast_to(expected, (32, 32, 3)),
@@ -475,7 +480,7 @@ def test_dogs_config_trains_and_ten_crop_evaluates_end_to_end(tmp_path, monkeypa
     config = dogs.get_config()
     config.dataset.update(data_dir=str(tmp_path / "tfds_stanford_dogs"), image_size=32,
                           resize_size=36, crop_to_bbox=True)
-    config.model.update(backbone="cifar_wrn", depth=10, width=1)
+    config.model.update(backbone="cifar_wrn", depth=10, width=1, bn_group_size=2)  # the released BN groups, scaled
     config.init_from = None   # the ImageNet WRN-50-2 does not fit the tiny backbone
     config.attention.depth = 2
     config.update(batch_size=4, eval_batch_size=4, num_epochs=2, log_every_steps=1, num_mask_examples=2)
@@ -504,7 +509,8 @@ def test_dogs_config_trains_and_ten_crop_evaluates_end_to_end(tmp_path, monkeypa
     assert result["step"] == 4 and result["num_examples"] == NUM_EXAMPLES
     assert evaluated["num_examples"] == count == NUM_EXAMPLES
     assert evaluated["accuracy"] == correct / count
-    assert "top5_accuracy" in evaluated and len(evaluated["hypothesis_accuracy"]) == 1 + 2 * 2
+    # The dev module: one hypothesis per module (on the final output and group3's pre-activation).
+    assert "top5_accuracy" in evaluated and set(evaluated["hypothesis_accuracy"]) == {"backbone", "group3", "group3_preact"}
     saved = json.load(open(tmp_path / "run" / "eval_latest" / "eval_results.json"))
     assert saved["accuracy"] == evaluated["accuracy"]
     read_png(tmp_path / "run" / "eval_latest" / "attention_masks.png", size=(800, 340))  # 2 x (1 + 4)

@@ -47,7 +47,7 @@ def test_output_shapes_at_native_size(backbone, preset):
     assert out.gates.shape == (2, heads)
     assert out.regularizer.shape == ()
     assert len(out.hypothesis_names) == heads and out.hypothesis_names[0] == "backbone"
-    points = model.backbone.attach_points[:ad]
+    points = model.attached
     assert sorted(out.masks) == sorted(points)
     expected_hw = {"mnist_cnn": [4, 6, 6, 8, 18], "cifar_wrn": [8, 16, 32],
                    "imagenet_resnet": [7, 14, 28, 56]}[backbone]

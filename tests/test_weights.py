@@ -1,9 +1,11 @@
-"""Weights from PyTorch (SPEC section 5): torchvision/timm ResNets and the released checkpoints.
+"""Weights from PyTorch (docs/method.md, section 5): torchvision/timm ResNets and the authors'
+checkpoints (master and dev branch).
 
 Without torch: random state dicts with the real key names and shapes are converted and checked
 layer by layer and as whole networks against independent NCHW transcriptions of the PyTorch
 forward passes (`jax.lax` on the original OIHW kernels, PyTorch's BatchNorm inference formula
-with epsilon 1e-5, transposed matmuls). With torch: logits against PyTorch itself.
+with epsilon 1e-5, transposed matmuls). With torch: ResNet logits against PyTorch itself (the
+attention networks against PyTorch: tests/test_parity.py).
 """
 
 import functools
@@ -188,12 +190,16 @@ def ref_resnet(sd, x, stages, naming="torchvision"):
     return features, pooled, ref_linear(pooled, sd, "fc" if naming == "torchvision" else "linear")
 
 
-def ref_attention(sd, prefix, x, heads):
-    """The released AttentionModule: (B, K, N) hypotheses and (B, K) tanh confidences."""
+def ref_attention(sd, prefix, x, heads, joint=False):
+    """The master AttentionModule: (B, K, N) hypotheses and (B, K) tanh confidences; masks one
+    softmax per head (4b8ed88), or one over all heads (`joint`, code up to c88aeb1)."""
     x = ref_bn(ref_conv(x, sd[f"{prefix}.conv_reduce.weight"]), sd, f"{prefix}.conv_bn")
     b, c, h, w = x.shape
     logits = ref_conv(x, sd[f"{prefix}.atthead.conv.weight"], 1, 1)
-    mask = jax.nn.softmax(logits.reshape(b, heads * h * w), axis=1).reshape(b, heads, h, w)
+    if joint:
+        mask = jax.nn.softmax(logits.reshape(b, heads * h * w), axis=1).reshape(b, heads, h, w)
+    else:
+        mask = jax.nn.softmax(logits.reshape(b, heads, h * w), axis=2).reshape(b, heads, h, w)
     attended = x[:, None] * mask[:, :, None]
     attended = ref_bn(attended.reshape(b * heads, c, h * w), sd, f"{prefix}.atthead.bn")
     attended = attended.reshape(b, heads, c, h, w)
@@ -213,7 +219,7 @@ def ref_aggregate(outputs, gates):
     return (outputs * gates[..., None]).sum(1)
 
 
-def ref_released_mnist(sd, x, depth, heads, gate="g_out+g_bn"):
+def ref_released_mnist(sd, x, depth, heads, gate="g_out+g_bn", joint=False):
     relu = jax.nn.relu
     x = ref_bn(x, sd, "bn1")
     outputs, gates = [], []
@@ -222,7 +228,7 @@ def ref_released_mnist(sd, x, depth, heads, gate="g_out+g_bn"):
         y = ref_conv(x, sd[f"conv{i}.weight"], 1, pad, sd.get(f"conv{i}.bias"))
         x = ref_bn(relu(ref_maxpool(y, 2, 2) if pool else y), sd, f"bn{i + 1}")
         if i >= 6 - depth:
-            o, g = ref_attention(sd, f"att{i}", x, heads)
+            o, g = ref_attention(sd, f"att{i}", x, heads, joint)
             outputs.append(o)
             gates.append(g)
     x = ref_bn(relu(ref_linear(x.reshape(x.shape[0], -1), sd, "fc1")), sd, "bn7")
@@ -242,6 +248,50 @@ def ref_released_wrn(sd, x, depth, heads, stages):
     outputs.append(logits[:, None])
     gates.append(jnp.tanh(ref_bn(ref_linear(pooled, sd, "output_gate.gate"), sd, "output_gate.bn")))
     return ref_aggregate(outputs, gates)
+
+
+def dev_wrn_state_dict(depth, heads, num_classes, rows, rng, stages=TINY_STAGES):
+    """A dev-branch (288ec61) WideResNetAttention: backbone, att{3-depth}..att2 on layer1..layer3,
+    the gate layer (`rows` = depth or depth + 1) and the classifier."""
+    sd = resnet_state_dict(stages, 1, num_classes, rng, naming="released")
+    for i in range(3 - depth, 3):
+        c = 256 * 2 ** i
+        _conv(sd, f"att{i}.att_head.conv", heads, c, 3, rng)
+        sd[f"att{i}.att_head.conv.weight"] *= 4   # peaked masks
+        sd[f"att{i}.att_head.diag"] = (1 - np.eye(heads)).reshape(1, heads, heads).astype(np.float32)
+        _conv(sd, f"att{i}.out_head.conv", heads * num_classes, c, 3, rng)
+        _conv(sd, f"att{i}.score.conv", heads, c, 3, rng)
+    _linear(sd, "output_gate.gates", rows, 2048, rng, bias=False)
+    _bn(sd, "output_gate.bn", rows, rng)
+    return sd
+
+
+def ref_dev_wrn(sd, x, depth, heads, gate_fn, output, stages):
+    """The dev WideResNetAttention's forward (eval mode): modules on layer1..layer3, then
+    AttentionModule.aggregate with softmax or sigmoid gates, output 'all' or '50'."""
+    features, pooled, logits = ref_resnet(sd, x, stages, naming="released")
+    outputs = []
+    for i in range(3 - depth, 3):
+        z = features[i]
+        b, _, h, w = z.shape
+        mask = jax.nn.softmax(ref_conv(z, sd[f"att{i}.att_head.conv.weight"], 1, 1).reshape(b, heads, h * w), 2)
+        out = ref_conv(z, sd[f"att{i}.out_head.conv.weight"], 1, 1).reshape(b, heads, -1, h * w)
+        out = (out * mask[:, :, None]).sum(3)
+        score = (ref_conv(z, sd[f"att{i}.score.conv.weight"], 1, 1).reshape(b, heads, 1, h * w) * mask[:, :, None]).sum(3)
+        outputs.append((out * jax.nn.softmax(jnp.tanh(score), 1)).sum(1, keepdims=True))
+    gates = jnp.tanh(ref_bn(ref_linear(pooled, sd, "output_gate.gates"), sd, "output_gate.bn"))
+    if output == "all":
+        outputs.append(logits[:, None])
+    outputs = jax.nn.log_softmax(jnp.concatenate(outputs, 1), axis=2)
+    if gate_fn == "softmax":
+        weights = jax.nn.softmax(gates, 1)
+    else:
+        gates = jax.nn.sigmoid(gates)
+        weights = gates / (1e-6 + gates.sum(1, keepdims=True))
+    combined = (outputs * weights[..., None]).sum(1)
+    if output == "50":
+        combined = (combined + jax.nn.log_softmax(logits, 1)) / 2
+    return combined, weights
 
 
 def nhwc(x):
@@ -422,11 +472,11 @@ def test_convert_command_and_init_from(tmp_path, monkeypatch, capsys):
 
 
 def test_fine_grained_configs_default_to_the_imagenet_weights():
-    from configs import birds, cifar10, cluttered_mnist, dogs
+    from configs import birds, cifar10, cluttered_mnist, dogs, fine_grained
 
     for module in (dogs, birds):
         for arg in (None, "paper"):
-            assert module.get_config(arg).init_from == pretrained.DEFAULT_INIT_FROM
+            assert module.get_config(arg).init_from == fine_grained.DEFAULT_INIT_FROM
     assert not cifar10.get_config().get("init_from") and not cluttered_mnist.get_config().get("init_from")
 
 
@@ -441,16 +491,19 @@ def test_released_mnist_network_computes_the_released_function(tmp_path, gate, c
     save_safetensors(sd, path)
     model, variables, config = load_released(path)
     assert (config.model.backbone, config.attention.depth, config.attention.width) == ("mnist_cnn", depth, heads)
+    assert (config.attention.preset, config.attention.mask_fn, config.model.conv_bias) == ("released", "softmax", conv_bias)
+    assert ("bias" in variables["params"]["backbone"]["conv1"]) == conv_bias  # biases only if the file has them
     x = rng.standard_normal((3, 1, 40, 40), np.float32)
     out = apply(model, variables, nhwc(x))
-    want = jax.jit(ref_released_mnist, static_argnums=(2, 3, 4))(sd, x, depth, heads, gate)
+    reference = jax.jit(ref_released_mnist, static_argnums=(2, 3, 4, 5))
+    want = reference(sd, x, depth, heads, gate, False)
     assert_close_to(out.log_probs, want, relative=MNIST_ERROR, what="released MNIST log-probabilities")
-    if not conv_bias:   # bias-free released convs: our conv biases are zero
-        assert not np.any(variables["params"]["backbone"]["conv1"]["bias"])
-    per_head = released_config(sd, mask_fn="softmax")
-    _, same = convert_released(sd, per_head)
-    other = apply(create_model(per_head), same, nhwc(x))
-    assert np.abs(other.log_probs - want).max() > 1e-3   # the mask normalisation matters
+    # Checkpoints of the code up to c88aeb1 (one softmax over all heads) import with joint_softmax.
+    joint_model, joint_variables, _ = load_released(path, mask_fn="joint_softmax")
+    joint = reference(sd, x, depth, heads, gate, True)
+    assert_close_to(apply(joint_model, joint_variables, nhwc(x)).log_probs, joint, relative=MNIST_ERROR,
+                    what="joint-softmax import")
+    assert np.abs(joint - want).max() > 100 * MNIST_ERROR * np.abs(want).max()   # the normalisation matters
 
 
 def test_released_wrn_attention_network_computes_the_released_function(monkeypatch):
@@ -463,11 +516,41 @@ def test_released_wrn_attention_network_computes_the_released_function(monkeypat
     config = released_config(sd)
     assert (config.model.depth, config.model.width, config.model.num_classes) == (14, 1, 6)
     model, variables = convert_released(sd, config)
-    assert model.backbone.attach_points[:depth] == ("layer4", "layer3", "layer2")
+    assert model.attached == ("layer4", "layer3", "layer2")
     x = rng.standard_normal((2, 3, size, size), np.float32)
     out = apply(model, variables, nhwc(x))
     want = jax.jit(ref_released_wrn, static_argnums=(2, 3, 4))(sd, x, depth, heads, TINY_STAGES)
     assert_close_to(out.log_probs, want, relative=RELEASED_WRN_ERROR, what="released WRN log-probabilities")
+
+
+@pytest.mark.parametrize("gate_fn, output", [("softmax", "all"), ("sigmoid", "50")])
+def test_dev_branch_wrn_checkpoint_computes_the_dev_function(monkeypatch, gate_fn, output):
+    from wrna_jax.models import resnet
+
+    monkeypatch.setitem(resnet.STAGE_SIZES, 14, TINY_STAGES)
+    rng = np.random.default_rng(9)
+    depth, heads, classes = 3, 2, 6
+    sd = dev_wrn_state_dict(depth, heads, classes, depth + (output == "all"), rng)
+    config = released_config(sd, gate_fn=gate_fn)
+    assert (config.attention.preset, config.attention.depth, config.attention.width, config.attention.output,
+            config.attention.gate_fn) == ("attend_rectify", depth, heads, output, gate_fn)
+    model, variables = convert_released(sd, config)
+    assert model.attached == ("layer3", "layer2", "layer1")   # att2, att1, att0; layer4 never
+    x = rng.standard_normal((2, 3, 64, 64), np.float32)
+    out = apply(model, variables, nhwc(x))
+    want, weights = jax.jit(ref_dev_wrn, static_argnums=(2, 3, 4, 5, 6))(sd, x, depth, heads, gate_fn, output,
+                                                                         TINY_STAGES)
+    # ResNet-14's layers, then the modules' 3x3 convolutions over 1,024 x 9 inputs.
+    relative = RESNET14_ERROR + probable_error(9216, 4)
+    assert_close_to(out.log_probs, want, relative=relative, what="dev WRN")
+    # Their gate rows are the modules from layer1 up, then the backbone ('all'); ours the backbone
+    # first (weight 1/2 with '50'), then the modules from layer3.
+    if output == "all":
+        expected = jnp.concatenate([weights[:, -1:], weights[:, depth - 1::-1]], axis=1)
+    else:
+        expected = jnp.concatenate([jnp.full((2, 1), 0.5), 0.5 * weights[:, ::-1]], axis=1)
+    assert_close_to(out.gates, expected, relative=relative, what="gate weights")
+    assert np.abs(np.diff(np.asarray(expected), axis=1)).max() > 0.05   # distinct weights: the order matters
 
 
 def test_released_checkpoint_errors():
@@ -541,94 +624,7 @@ def _torch_modules():
                 x = getattr(self, f"layer{s + 1}")(x)
             return self.fc(x.mean((2, 3)))
 
-    class Gate(nn.Module):   # released modules/attention.py
-        def __init__(self, in_ch):
-            super().__init__()
-            self.bn = nn.BatchNorm1d(1)
-            self.gate = nn.Linear(in_ch, 1, bias=False)
-
-        def forward(self, x):
-            return torch.tanh(self.bn(self.gate(x)))
-
-    class OutputHead(nn.Module):
-        def __init__(self, in_ch, h, w, nlabels):
-            super().__init__()
-            self.F = nn.Linear(in_ch * h * w, in_ch, bias=False)
-            self.bn = nn.BatchNorm1d(in_ch)
-            self.out = nn.Linear(in_ch, nlabels)
-            self.gate = Gate(in_ch)
-
-        def forward(self, x):
-            x = self.bn(F.relu(self.F(x.contiguous().view(x.size(0), -1))))
-            return self.out(x), self.gate(x)
-
-    class AttentionHead(nn.Module):
-        def __init__(self, in_ch, nheads):
-            super().__init__()
-            self.nheads = nheads
-            self.conv = nn.Conv2d(in_ch, nheads, 3, padding=1, bias=False)
-            self.bn = nn.BatchNorm1d(in_ch)   # released: BatchNorm2d fed (b*K, c, h*w), as 1d here
-            self.register_buffer("diag", torch.from_numpy(
-                1 - np.eye(nheads).reshape(1, nheads, nheads)).float())
-
-        def forward(self, x):
-            b, c, h, w = x.size()
-            mask = F.softmax(self.conv(x).view(b, self.nheads * w * h), 1).view(b, self.nheads, h, w)
-            att = x.view(b, 1, c, h, w) * mask.view(b, self.nheads, 1, h, w)
-            return self.bn(att.view(b * self.nheads, c, h * w))
-
-    class AttentionModule(nn.Module):
-        def __init__(self, in_ch, h, w, nlabels, nheads):
-            super().__init__()
-            self.conv_reduce = nn.Conv2d(in_ch, in_ch // 2, 1, bias=False)
-            self.conv_bn = nn.BatchNorm2d(in_ch // 2)
-            self.nheads = nheads
-            self.atthead = AttentionHead(in_ch // 2, nheads)
-            for i in range(nheads):
-                setattr(self, f"outhead_{i}", OutputHead(in_ch // 2, h, w, nlabels))
-
-        def forward(self, x):
-            x = self.conv_bn(self.conv_reduce(x))
-            b, c, h, w = x.size()
-            att = self.atthead(x).view(b, self.nheads, c, h, w)
-            outs, gates = zip(*(getattr(self, f"outhead_{i}")(att[:, i]) for i in range(self.nheads)))
-            return [o.view(b, 1, -1) for o in outs], [g.view(b, 1) for g in gates]
-
-    class AttentionNet(nn.Module):   # released models/attention_net.py (g_out + g_bn gate)
-        def __init__(self, depth, heads):
-            super().__init__()
-            self.depth = depth
-            self.bn1 = nn.BatchNorm2d(1)
-            for i, (out, inp, k, pad) in enumerate([(32, 1, 5, 0), (64, 32, 3, 0), (128, 64, 3, 0),
-                                                     (128, 128, 3, 1), (128, 128, 3, 0)], start=1):
-                setattr(self, f"conv{i}", nn.Conv2d(inp, out, k, padding=pad, bias=False))
-                setattr(self, f"bn{i + 1}", nn.BatchNorm2d(out))
-                if i >= 6 - depth:
-                    c, s = MNIST_MAPS[i]
-                    setattr(self, f"att{i}", AttentionModule(c, s, s, 10, heads))
-            self.fc1 = nn.Linear(128 * 16, 256)
-            self.bn7 = nn.BatchNorm1d(256)
-            self.fc2 = nn.Linear(256, 10)
-            self.g_out = nn.Linear(256, 1, bias=False)
-            self.g_bn = nn.BatchNorm1d(1)
-
-        def forward(self, x):
-            x = self.bn1(x)
-            outputs, gates = [], []
-            for i in range(1, 6):
-                y = getattr(self, f"conv{i}")(x)
-                x = getattr(self, f"bn{i + 1}")(F.relu(F.max_pool2d(y, 2) if i <= 2 else y))
-                if i >= 6 - self.depth:
-                    o, g = getattr(self, f"att{i}")(x)
-                    outputs += o
-                    gates += g
-            x = self.bn7(F.relu(self.fc1(x.view(x.size(0), -1))))
-            outputs.append(self.fc2(x).view(x.size(0), 1, -1))
-            gates.append(torch.tanh(self.g_bn(self.g_out(x))))
-            outputs = F.log_softmax(torch.cat(outputs, 1), dim=2)
-            return (outputs * F.softmax(torch.cat(gates, 1), 1).unsqueeze(2)).sum(1)
-
-    return torch, TorchResNet, AttentionNet
+    return torch, TorchResNet
 
 
 def _randomise_batch_norms(torch, module, seed):
@@ -644,7 +640,7 @@ def _randomise_batch_norms(torch, module, seed):
 
 
 def test_resnet_logits_match_pytorch(tmp_path):
-    torch, TorchResNet, _ = _torch_modules()
+    torch, TorchResNet = _torch_modules()
     torch.manual_seed(0)
     net = _randomise_batch_norms(torch, TorchResNet((1, 2, 1, 1), 2, 9), 0)
     path = str(tmp_path / "resnet.pth")
@@ -655,23 +651,6 @@ def test_resnet_logits_match_pytorch(tmp_path):
         want = net(torch.from_numpy(x)).numpy()
     got = apply(info.module(), variables, nhwc(x)).logits
     assert_close_to(got, want, relative=RESNET14_ERROR, what="ResNet logits vs PyTorch")
-
-
-def test_released_mnist_logits_match_pytorch(tmp_path):
-    torch, _, AttentionNet = _torch_modules()
-    torch.manual_seed(1)
-    net = _randomise_batch_norms(torch, AttentionNet(4, 2), 1)
-    for name, p in net.named_parameters():
-        if name.endswith("atthead.conv.weight"):
-            p.data *= 20   # peaked masks
-    path = str(tmp_path / "model.pytorch")
-    torch.save(net.state_dict(), path)
-    model, variables, _ = load_released(path)
-    x = np.random.default_rng(10).standard_normal((3, 1, 40, 40)).astype(np.float32)
-    with torch.no_grad():
-        want = net(torch.from_numpy(x)).numpy()
-    got = apply(model, variables, nhwc(x)).log_probs
-    assert_close_to(got, want, relative=MNIST_ERROR, what="released MNIST vs PyTorch")
 
 
 def test_training_checks_init_from_before_any_work(tmp_path):

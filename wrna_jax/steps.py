@@ -29,6 +29,7 @@ import ml_collections
 from jax.sharding import NamedSharding, PartitionSpec
 
 from wrna_jax import parallel
+from wrna_jax.models import factory
 from wrna_jax.optim import learning_rate_schedule
 from wrna_jax.state import TrainState
 
@@ -126,6 +127,11 @@ def check_grad_accum(config: ml_collections.ConfigDict, num_devices: int) -> int
         raise ValueError(f"batch_size={config.batch_size} is not divisible by {num_devices} device(s) x "
                          f"grad_accum_steps={k} = {unit}: use a multiple of {unit} "
                          f"(e.g. {lower or unit} or {lower + unit}) or change grad_accum_steps.")
+    group = config.model.bn_group_size
+    if group is not None and (config.batch_size // k) % group:
+        raise ValueError(f"model.bn_group_size={group} does not divide the {config.batch_size // k} examples "
+                         f"of a step (batch_size={config.batch_size} / grad_accum_steps={k}): choose a "
+                         "group size that divides it, or None for statistics over the whole batch.")
     return k
 
 
@@ -134,7 +140,7 @@ def make_train_step(config: ml_collections.ConfigDict, model: Any, mesh: jax.sha
     """`train_step` compiled for the mesh (batch sharded, state replicated, state donated)."""
     grad_accum_steps = check_grad_accum(config, mesh.devices.size)
     step = functools.partial(
-        train_step, model=model, regularizer_weight=float(model.spec.regularizer_weight),
+        train_step, model=model, regularizer_weight=factory.regularizer_weight(config.attention),
         schedule=learning_rate_schedule(config, steps_per_epoch), grad_accum_steps=grad_accum_steps,
         micro_batch_sharding=NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS)))
     replicated = parallel.replicated(mesh)

@@ -268,13 +268,15 @@ class FineGrainedPreprocess:
 
 @dataclasses.dataclass(frozen=True)
 class CifarPreprocess:
-    """CIFAR train (zero-pad, random crop, flip) / eval (normalise only); a `PreprocessFn`."""
+    """CIFAR train (pad 4 by reflection, random 32x32 crop, flip; as the authors' and Zagoruyko's
+    WRN code) / eval (normalise only); a `PreprocessFn`."""
 
     train: bool
     mean: tuple[float, ...] = CIFAR10_MEAN
     std: tuple[float, ...] = CIFAR10_STD
     padding: int = 4
     image_size: int = 32
+    padding_mode: str = "REFLECT"  # tf.pad's mode (numpy's 'reflect'); 'CONSTANT' pads with zeros
 
     @property
     def decoders(self) -> tfds.decode.PartialDecoding:
@@ -286,7 +288,7 @@ class CifarPreprocess:
         if self.train:
             crop_seed, flip_seed = tf.unstack(_rng(example, 2))
             pad = self.padding
-            padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+            padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode=self.padding_mode)
             image = tf.image.stateless_random_crop(padded, shape, crop_seed)
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         return {"image": normalise(image, self.mean, self.std),

@@ -1,7 +1,18 @@
 """Pre-activation Wide ResNet WRN-d-k for CIFAR (Zagoruyko & Komodakis, 2016).
 
-Three groups of (d-4)/6 blocks with widths 16k, 32k, 64k. Attention attaches to group3 (the
-final BN-ReLU output the classifier reads), then group2 and group1 (the groups' raw outputs).
+Three groups of (d-4)/6 blocks with widths 16k, 32k, 64k, then BN-ReLU and global average
+pooling. Two layouts:
+
+* 'zagoruyko': the original WRN (a 1x1 projection shortcut reads the block's pre-activated
+  input; elementwise dropout between the convolutions).
+* 'authors': the authors' attention WRN (dev branch, `wide_resnet_cifar_painless.py`): a
+  BN-ReLU after the stem convolution, projection shortcuts reading the block's raw input, and
+  channel dropout (whole feature maps, PyTorch's dropout2d).
+
+Convolutions start as kaiming normal over fan_in, the classifier as PyTorch's nn.Linear.
+Attach points: the final BN-ReLU output (`group3`), then the raw outputs of group2 and group1
+(paper, master branch), or the final output and the pre-activated inputs of group3's and
+group2's first blocks, `group3_preact` and `group2_preact` (dev branch).
 """
 
 from typing import Any
@@ -10,29 +21,37 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wrna_jax.models.layers import batch_norm, conv
+from wrna_jax.models.layers import batch_norm, conv, dense, torch_default
 from wrna_jax.models.outputs import BackboneOutput
+
+LAYOUTS = ("zagoruyko", "authors")
 
 
 class PreActBlock(nn.Module):
-    """BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 with a 1x1 projection when the shape changes."""
+    """BN-ReLU-conv3x3-BN-ReLU-(dropout)-conv3x3 with a 1x1 projection when the shape changes.
+    Returns (output, the pre-activated input)."""
 
     features: int
     stride: int = 1
     dropout: float = 0.0
+    layout: str = "zagoruyko"
     dtype: Any = jnp.float32
+    bn_group_size: int | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        pre = nn.relu(batch_norm(train, self.dtype, name="bn1")(x))
+    def __call__(self, x: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        norm = lambda name: batch_norm(train, self.dtype, name, group_size=self.bn_group_size)
+        pre = nn.relu(norm("bn1")(x))
         y = conv(self.features, 3, self.stride, 1, dtype=self.dtype, name="conv1")(pre)
-        y = nn.relu(batch_norm(train, self.dtype, name="bn2")(y))
+        y = nn.relu(norm("bn2")(y))
         if self.dropout > 0:
-            y = nn.Dropout(self.dropout, deterministic=not train)(y)
+            channels = (1, 2) if self.layout == "authors" else ()  # dropout2d: one draw per map
+            y = nn.Dropout(self.dropout, broadcast_dims=channels, deterministic=not train)(y)
         y = conv(self.features, 3, 1, 1, dtype=self.dtype, name="conv2")(y)
         if x.shape[-1] != self.features or self.stride != 1:
-            x = conv(self.features, 1, self.stride, dtype=self.dtype, name="shortcut")(pre)
-        return x + y
+            x = conv(self.features, 1, self.stride, dtype=self.dtype, name="shortcut")(
+                x if self.layout == "authors" else pre)
+        return x + y, pre
 
 
 class CifarWRN(nn.Module):
@@ -42,7 +61,9 @@ class CifarWRN(nn.Module):
     depth: int = 28
     width: int = 10
     dropout: float = 0.0
+    layout: str = "zagoruyko"
     dtype: Any = jnp.float32
+    bn_group_size: int | None = None
 
     @property
     def classifier(self) -> str:
@@ -50,26 +71,34 @@ class CifarWRN(nn.Module):
         return "fc"
 
     @property
-    def attach_points(self) -> tuple[str, ...]:
-        return ("group3", "group2", "group1")
+    def attach_points(self) -> dict[str, tuple[str, ...]]:
+        return {"deepest": ("group3", "group2", "group1"),
+                "rectify": ("group3", "group3_preact", "group2_preact")}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> BackboneOutput:
         blocks = (self.depth - 4) // 6
         x = conv(16, 3, 1, 1, dtype=self.dtype, name="conv1")(x.astype(self.dtype))
+        if self.layout == "authors":
+            x = nn.relu(batch_norm(train, self.dtype, "stem_bn", group_size=self.bn_group_size)(x))
         features = {}
         for group in range(3):
             for block in range(blocks):
-                x = PreActBlock(
+                x, pre = PreActBlock(
                     features=16 * self.width * 2**group,
                     stride=2 if group > 0 and block == 0 else 1,
                     dropout=self.dropout,
+                    layout=self.layout,
                     dtype=self.dtype,
+                    bn_group_size=self.bn_group_size,
                     name=f"group{group + 1}_{block}",
                 )(x, train)
+                if block == 0 and group > 0:
+                    features[f"group{group + 1}_preact"] = pre
             features[f"group{group + 1}"] = x
-        x = nn.relu(batch_norm(train, self.dtype, name="bn")(x))
+        x = nn.relu(batch_norm(train, self.dtype, "bn", group_size=self.bn_group_size)(x))
         features["group3"] = x
         pooled = jnp.mean(x, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(pooled)
+        logits = dense(self.num_classes, pooled.shape[-1], kernel_init=torch_default, dtype=self.dtype,
+                       name="fc")(pooled)
         return BackboneOutput(features=features, pooled=pooled, logits=logits)

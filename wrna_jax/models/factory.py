@@ -1,14 +1,15 @@
 """`create_model(config)`: the one place a config becomes a Flax module, after validation.
 
-Config fields read (ml_collections.ConfigDict):
+Config fields read (ml_collections.ConfigDict; defaults in configs/default.py):
   model.backbone     'imagenet_resnet' | 'cifar_wrn' | 'mnist_cnn'
   model.depth, model.width   ResNet depth (50/101/152) and width factor, or WRN-d-k's d and k
-  model.dropout      CIFAR WRN dropout;  model.num_classes;  model.dtype 'float32' | 'bfloat16'
-  model.stn          mnist_cnn only: a spatial transformer in front (the paper's STN baseline)
-  attention.preset   'paper' | 'released' (defaults for the fields left as None below)
+  model.dropout, model.layout   CIFAR WRN dropout and layout ('zagoruyko' | 'authors')
+  model.num_classes;  model.dtype 'float32' | 'bfloat16';  model.bn_group_size (None: the batch)
+  model.stn, model.conv_bias    mnist_cnn only: an STN in front; conv biases (old checkpoints)
+  attention.preset   'paper' | 'released' | 'attend_rectify' (docs/method.md)
   attention.depth (AD, 0 = plain backbone), attention.width (AW), attention.gates
-  attention.mask_fn, reduction, mask_kernel, channel_reduction, attended_bn,
-  shared_projection, gate_bn, regularizer_norm   (None = the preset's value)
+  attention.mask_fn, reduction, mask_kernel, channel_reduction, attended_bn, shared_projection,
+  gate_bn, gate_fn, output, regularizer_norm, regularizer_weight   (None = the preset's value)
 """
 
 from typing import Any, Mapping
@@ -16,25 +17,36 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
-from wrna_jax.models.attention import MASK_FUNCTIONS, REDUCTIONS, REGULARIZER_NORMS, AttentionSpec
-from wrna_jax.models.cifar_wrn import CifarWRN
+from wrna_jax.models.attention import (GATE_FUNCTIONS, MASK_FUNCTIONS, OUTPUTS, REDUCTIONS, REGULARIZER_NORMS,
+                                       AttentionSpec)
+from wrna_jax.models.cifar_wrn import LAYOUTS, CifarWRN
 from wrna_jax.models.mnist_cnn import MnistCNN
-from wrna_jax.models.network import AttentionNetwork
+from wrna_jax.models.network import AttentionNetwork, attach_points
 from wrna_jax.models.resnet import STAGE_SIZES, ResNet
 
-# What each preset sets when the config leaves a field as None (SPEC section 1).
+# Everything a preset fixes (docs/method.md). Fields with a config override take the preset's value
+# when the config leaves them None; `module`, `attach` and `regularizer_pool` define the preset.
+# None: the field does not exist for that module.
 PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(mask_fn="softmax", reduction="avg", mask_kernel=1, channel_reduction=False,
-                  attended_bn=False, shared_projection=True, gate_bn=False,
-                  regularizer_norm="paper", regularizer_weight=0.1),
-    "released": dict(mask_fn="softmax", reduction="project", mask_kernel=3,
-                     channel_reduction=True, attended_bn=True, shared_projection=False,
-                     gate_bn=True, regularizer_norm="released", regularizer_weight=1e-3),
+    "paper": dict(module="painless", attach="deepest", mask_fn="softmax", mask_kernel=1, reduction="avg",
+                  channel_reduction=False, attended_bn=False, shared_projection=True, gate_bn=False,
+                  gate_fn="softmax", output="all", regularizer_norm="paper", regularizer_pool=1,
+                  regularizer_weight=0.1),
+    "released": dict(module="painless", attach="deepest", mask_fn="softmax", mask_kernel=3, reduction="project",
+                     channel_reduction=True, attended_bn=True, shared_projection=False, gate_bn=True,
+                     gate_fn="softmax", output="all", regularizer_norm="released", regularizer_pool=1,
+                     regularizer_weight=1e-3),
+    "attend_rectify": dict(module="rectify", attach="rectify", mask_fn="softmax", mask_kernel=3, reduction=None,
+                           channel_reduction=None, attended_bn=None, shared_projection=None, gate_bn=True,
+                           gate_fn="softmax", output="all", regularizer_norm="released", regularizer_pool=2,
+                           regularizer_weight=1e-3),
 }
+OVERRIDABLE = ("mask_fn", "mask_kernel", "reduction", "channel_reduction", "attended_bn", "shared_projection",
+               "gate_bn", "gate_fn", "output", "regularizer_norm")
 BACKBONES = ("imagenet_resnet", "cifar_wrn", "mnist_cnn")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _CHOICES = {"mask_fn": MASK_FUNCTIONS, "reduction": REDUCTIONS, "mask_kernel": (1, 3),
-            "regularizer_norm": REGULARIZER_NORMS}
+            "regularizer_norm": REGULARIZER_NORMS, "gate_fn": GATE_FUNCTIONS, "output": OUTPUTS}
 
 
 def _choose(kind: str, value: Any, valid: tuple) -> Any:
@@ -43,49 +55,84 @@ def _choose(kind: str, value: Any, valid: tuple) -> Any:
     return value
 
 
+def _bn_group_size(model_config: Mapping[str, Any]) -> int | None:
+    size = model_config["bn_group_size"]
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 2):
+        raise ValueError(f"model.bn_group_size={size!r}: use None (statistics over the whole batch) or "
+                         "a whole number >= 2 of examples per BatchNorm group.")
+    return size
+
+
 def create_backbone(model_config: Mapping[str, Any]) -> nn.Module:
     """The backbone module named by `model_config.backbone`, validated."""
     name = _choose("model.backbone", model_config["backbone"], BACKBONES)
-    dtype = DTYPES[_choose("model.dtype", model_config.get("dtype", "float32"), tuple(DTYPES))]
+    dtype = DTYPES[_choose("model.dtype", model_config["dtype"], tuple(DTYPES))]
     num_classes = int(model_config["num_classes"])
     if num_classes < 2:
         raise ValueError(f"model.num_classes must be at least 2, got {num_classes}.")
-    stn = model_config.get("stn") or False
+    stn = model_config["stn"] or False
     if not isinstance(stn, bool):
         raise ValueError(f"model.stn={stn!r}: use True or False.")
     if stn and name != "mnist_cnn":
         raise ValueError(f"model.stn=True is only implemented for the 'mnist_cnn' backbone, not {name!r}.")
+    groups = _bn_group_size(model_config)
     if name == "imagenet_resnet":
-        depth = _choose("model.depth for imagenet_resnet", model_config.get("depth", 50),
-                        tuple(STAGE_SIZES))
-        return ResNet(num_classes, STAGE_SIZES[depth], int(model_config.get("width", 2)), dtype)
+        depth = _choose("model.depth for imagenet_resnet", model_config["depth"], tuple(STAGE_SIZES))
+        return ResNet(num_classes, STAGE_SIZES[depth], int(model_config["width"]), dtype, groups)
     if name == "cifar_wrn":
-        depth = int(model_config.get("depth", 28))
+        depth = int(model_config["depth"])
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"model.depth={depth} is not a valid WRN depth: use 6n+4 with n >= 1 "
                              "(10, 16, 22, 28, 34, 40, ...).")
-        return CifarWRN(num_classes, depth, int(model_config.get("width", 10)),
-                        float(model_config.get("dropout", 0.0)), dtype)
-    return MnistCNN(num_classes, dtype=dtype, stn=stn)
+        layout = _choose("model.layout", model_config["layout"], LAYOUTS)
+        return CifarWRN(num_classes, depth, int(model_config["width"]), float(model_config["dropout"]),
+                        layout, dtype, groups)
+    return MnistCNN(num_classes, dtype=dtype, stn=stn, conv_bias=bool(model_config["conv_bias"]),
+                    bn_group_size=groups)
 
 
-def attention_spec(attention_config: Mapping[str, Any], attach_points: tuple[str, ...]) -> AttentionSpec:
+def _preset(attention_config: Mapping[str, Any]) -> dict[str, Any]:
+    return PRESETS[_choose("attention.preset", attention_config["preset"], tuple(PRESETS))]
+
+
+def regularizer_weight(attention_config: Mapping[str, Any]) -> float:
+    """The diversity regulariser's weight in the loss: the config's, or its preset's."""
+    weight = attention_config["regularizer_weight"]
+    weight = _preset(attention_config)["regularizer_weight"] if weight is None else weight
+    if not weight >= 0:
+        raise ValueError(f"attention.regularizer_weight={weight!r}: use 0 (off) or a positive weight.")
+    return float(weight)
+
+
+def attention_spec(attention_config: Mapping[str, Any], backbone: nn.Module,
+                   bn_group_size: int | None = None) -> AttentionSpec:
     """Resolve the preset and the explicit overrides into an `AttentionSpec`, validated."""
-    preset = _choose("attention.preset", attention_config.get("preset", "released"), tuple(PRESETS))
-    depth, width = int(attention_config.get("depth", 0)), int(attention_config.get("width", 1))
-    if not 0 <= depth <= len(attach_points):
+    preset = _preset(attention_config)
+    depth, width = int(attention_config["depth"]), int(attention_config["width"])
+    fields = {key: value for key, value in preset.items() if key != "regularizer_weight"}
+    for key in OVERRIDABLE:
+        value = attention_config[key]
+        if value is None:
+            continue
+        if preset[key] is None:
+            raise ValueError(f"attention.{key}={value!r} does not apply to the {attention_config['preset']!r} "
+                             f"preset ({preset['module']} modules have no such part): leave it None.")
+        fields[key] = value
+    for key, valid in _CHOICES.items():
+        if fields[key] is not None:
+            _choose(f"attention.{key}", fields[key], valid)
+    if fields["output"] == "50" and fields["module"] != "rectify":
+        raise ValueError("attention.output='50' (the backbone averaged with the gated attention output) "
+                         "exists for the 'attend_rectify' preset only; use 'all'.")
+    spec = AttentionSpec(depth=depth, width=width, gates=bool(attention_config["gates"]),
+                         bn_group_size=bn_group_size, **fields)
+    points = attach_points(backbone, spec)
+    if not 0 <= depth <= len(points):
         raise ValueError(f"attention.depth (AD) = {depth}, but this backbone has "
-                         f"{len(attach_points)} attach points {attach_points}: use 0..{len(attach_points)}.")
+                         f"{len(points)} attach points {points}: use 0..{len(points)}.")
     if width < 1:
         raise ValueError(f"attention.width (AW) = {width}: it must be at least 1.")
-    fields = dict(PRESETS[preset])
-    for key in fields:
-        if attention_config.get(key) is not None:
-            fields[key] = attention_config[key]
-    for key, valid in _CHOICES.items():
-        _choose(f"attention.{key}", fields[key], valid)
-    return AttentionSpec(depth=depth, width=width, gates=bool(attention_config.get("gates", True)),
-                         **fields)
+    return spec
 
 
 def create_model(config: Mapping[str, Any]) -> AttentionNetwork:
@@ -95,6 +142,6 @@ def create_model(config: Mapping[str, Any]) -> AttentionNetwork:
     a bad config fails here, before anything is compiled.
     """
     backbone = create_backbone(config["model"])
-    spec = attention_spec(config["attention"], backbone.attach_points)
+    spec = attention_spec(config["attention"], backbone, backbone.bn_group_size)
     return AttentionNetwork(backbone=backbone, spec=spec, num_classes=backbone.num_classes,
                             dtype=backbone.dtype)

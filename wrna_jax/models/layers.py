@@ -1,15 +1,27 @@
-"""Layers shared by the backbones and the attention modules.
+"""Layers and initialisers shared by the backbones and the attention modules, with PyTorch's
+semantics, so that the authors' recipes and converted PyTorch weights compute the same thing.
 
-BatchNorm follows PyTorch's defaults (epsilon 1e-5, momentum 0.1, i.e. Flax momentum 0.9) so
-that weights converted from torchvision or the authors' released code compute the same thing.
-Convolutions use torchvision's Kaiming-normal (fan_out) initialisation.
+* `BatchNorm`: PyTorch's epsilon (1e-5) and momentum (0.1, i.e. 0.9 here), running variance
+  updated with the unbiased batch variance n/(n-1) as PyTorch does, and optional statistics over
+  fixed-size groups of the batch (what `torch.nn.DataParallel` gives: each GPU normalises its
+  own slice), independent of how many devices run the step. Flax's `nn.BatchNorm` updates the
+  running variance with the biased variance and has no groups, hence this module.
+* Initialisers named after PyTorch's: `kaiming_normal` (torch.nn.init.kaiming_normal_, fan_in,
+  ReLU gain: std sqrt(2 / fan_in); the authors' choice for every conv and linear weight),
+  `kaiming_normal_fan_out` (torchvision's ResNet convolutions), `torch_default` (what
+  nn.Conv2d / nn.Linear start with: U(+-1/sqrt(fan_in))) and `torch_default_bias(fan_in)`.
+  docs/method.md lists which layer uses which.
+* `conv`: PyTorch-style explicit symmetric padding; unpadded stride-1 1x1 convolutions run as a
+  matrix product and convolutions with at most 8 outputs (attention masks) as patches x kernel
+  (same values, faster gradients on XLA:CPU).
 """
 
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -17,19 +29,76 @@ BN_MOMENTUM = 0.9
 # Convolutions with at most this many outputs (attention masks) run as patches x kernel.
 NARROW_CONV_FEATURES = 8
 
-conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+torch_default = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 
-def batch_norm(train: bool, dtype: Any, name: str | None = None, **kwargs: Any) -> nn.BatchNorm:
-    """BatchNorm with PyTorch's epsilon and momentum, batch statistics when training."""
-    return nn.BatchNorm(
-        use_running_average=not train,
-        momentum=BN_MOMENTUM,
-        epsilon=BN_EPSILON,
-        dtype=dtype,
-        name=name,
-        **kwargs,
-    )
+def torch_default_bias(fan_in: int) -> nn.initializers.Initializer:
+    """PyTorch's default bias initialisation of a layer with `fan_in` inputs: U(+-1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class BatchNorm(nn.Module):
+    """BatchNorm with PyTorch's semantics (see the module docstring).
+
+    axis: the feature axis or axes (statistics are per feature, over all other axes).
+    group_size: in training, normalise each group of `group_size` consecutive examples (axis 0)
+      with its own statistics; the running statistics move by the mean of the groups' statistics.
+      None: one group, the whole batch.
+    """
+
+    use_running_average: bool
+    axis: int | Sequence[int] = -1
+    momentum: float = BN_MOMENTUM
+    epsilon: float = BN_EPSILON
+    dtype: Any = None
+    group_size: int | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        axes = tuple(a % x.ndim for a in (self.axis if isinstance(self.axis, Sequence) else (self.axis,)))
+        if 0 in axes:
+            raise ValueError("BatchNorm: axis 0 is the batch axis; it cannot be a feature axis.")
+        features = tuple(x.shape[a] for a in axes)
+        broadcast = tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim))
+        scale = self.param("scale", nn.initializers.ones, features, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, features, jnp.float32)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(features, jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(features, jnp.float32))
+        x32 = x.astype(jnp.float32)
+        if self.use_running_average:
+            mean, var = ra_mean.value.reshape(broadcast), ra_var.value.reshape(broadcast)
+            y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+        else:
+            size = self.group_size or x.shape[0]
+            if x.shape[0] % size:
+                raise ValueError(f"BatchNorm group_size={size} does not divide the batch of {x.shape[0]} "
+                                 "examples: use a batch (per accumulation step) that is a multiple of it.")
+            grouped = x32.reshape(x.shape[0] // size, size, *x.shape[1:])
+            reduce = tuple(1 + a for a in range(x.ndim) if a not in axes)
+            mean = jnp.mean(grouped, axis=reduce, keepdims=True)
+            var = jnp.maximum(jnp.mean(jnp.square(grouped), axis=reduce, keepdims=True) - jnp.square(mean), 0.0)
+            if not self.is_initializing():
+                count = size * int(np.prod([x.shape[a] for a in range(1, x.ndim) if a not in axes]))
+                unbiased = count / max(count - 1, 1)
+                m = self.momentum
+                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=0).reshape(features)
+                ra_var.value = m * ra_var.value + (1 - m) * unbiased * jnp.mean(var, axis=0).reshape(features)
+            y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+        y = y * scale.reshape(broadcast) + bias.reshape(broadcast)
+        return y.astype(self.dtype or x.dtype)
+
+
+def batch_norm(train: bool, dtype: Any, name: str | None = None, *, group_size: int | None = None,
+               axis: int | Sequence[int] = -1) -> BatchNorm:
+    """A `BatchNorm` using batch statistics when training and the running ones otherwise."""
+    return BatchNorm(use_running_average=not train, axis=axis, dtype=dtype, group_size=group_size, name=name)
 
 
 def _pointwise_or_general_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding,
@@ -61,13 +130,23 @@ def _pointwise_or_general_conv(lhs: jax.Array, rhs: jax.Array, window_strides, p
 
 
 def conv(features: int, kernel: int, stride: int = 1, padding: int | str = 0, *, use_bias: bool = False,
-         dtype: Any, name: str | None = None) -> nn.Conv:
-    """A square convolution with PyTorch-style explicit symmetric padding (or 'SAME'/'VALID')."""
+         kernel_init: nn.initializers.Initializer = kaiming_normal, dtype: Any,
+         name: str | None = None) -> nn.Conv:
+    """A square convolution with PyTorch-style explicit symmetric padding (or 'SAME'/'VALID');
+    biases (rare here: only to import old checkpoints) start at zero."""
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
-                   use_bias=use_bias, kernel_init=conv_init, dtype=dtype, name=name,
+                   use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, name=name,
                    conv_general_dilated=_pointwise_or_general_conv)
+
+
+def dense(features: int, fan_in: int, *, use_bias: bool = True,
+          kernel_init: nn.initializers.Initializer = kaiming_normal, dtype: Any,
+          name: str | None = None) -> nn.Dense:
+    """A dense layer reading `fan_in` features, its bias initialised as PyTorch's."""
+    return nn.Dense(features, use_bias=use_bias, kernel_init=kernel_init,
+                    bias_init=torch_default_bias(fan_in), dtype=dtype, name=name)
 
 
 def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
@@ -84,3 +163,12 @@ def max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Ar
     return nn.max_pool(x, (window, window), strides=(stride, stride),
                        padding=((padding, padding), (padding, padding)))
 
+
+def avg_pool_floor(x: jax.Array, window: int) -> jax.Array:
+    """Non-overlapping average pooling of (B, H, W, C) over `window` x `window` cells, dropping the
+    last rows and columns that do not fill a window (PyTorch's `avg_pool2d(window, window)`)."""
+    if window == 1:
+        return x
+    b, h, w, c = x.shape
+    h, w = h // window * window, w // window * window
+    return x[:, :h, :w].reshape(b, h // window, window, w // window, window, c).mean(axis=(2, 4))

@@ -3,7 +3,9 @@
 `ResNet(stage_sizes=(3, 4, 6, 3), width=2)` is torchvision's `wide_resnet50_2` and `width=1` its
 `resnet50`. Submodule names mirror the PyTorch state-dict keys (`layer3_2/conv1` for
 `layer3.2.conv1`) so that weights convert one to one; padding is explicit and symmetric as in
-PyTorch (Flax's 'SAME' pads stride-2 convolutions asymmetrically).
+PyTorch (Flax's 'SAME' pads stride-2 convolutions asymmetrically). Convolutions start as
+torchvision's (kaiming normal over fan_out); the classifier, always new when fine-tuning, as the
+authors' `finetune` makes it (kaiming normal weight, PyTorch's default bias).
 """
 
 from typing import Any
@@ -12,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from wrna_jax.models.layers import batch_norm, conv, max_pool
+from wrna_jax.models.layers import batch_norm, conv, dense, kaiming_normal_fan_out, max_pool
 from wrna_jax.models.outputs import BackboneOutput
 
 STAGE_SIZES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -26,30 +28,36 @@ class Bottleneck(nn.Module):
     stride: int = 1
     downsample: bool = False
     dtype: Any = jnp.float32
+    bn_group_size: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         inner = self.planes * self.width
         out_features = self.planes * 4
-        y = conv(inner, 1, dtype=self.dtype, name="conv1")(x)
-        y = nn.relu(batch_norm(train, self.dtype, name="bn1")(y))
-        y = conv(inner, 3, self.stride, 1, dtype=self.dtype, name="conv2")(y)
-        y = nn.relu(batch_norm(train, self.dtype, name="bn2")(y))
-        y = conv(out_features, 1, dtype=self.dtype, name="conv3")(y)
-        y = batch_norm(train, self.dtype, name="bn3")(y)
+        layer = lambda features, kernel, stride, padding, name: conv(
+            features, kernel, stride, padding, kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name=name)
+        norm = lambda name: batch_norm(train, self.dtype, name, group_size=self.bn_group_size)
+        y = layer(inner, 1, 1, 0, "conv1")(x)
+        y = nn.relu(norm("bn1")(y))
+        y = layer(inner, 3, self.stride, 1, "conv2")(y)
+        y = nn.relu(norm("bn2")(y))
+        y = layer(out_features, 1, 1, 0, "conv3")(y)
+        y = norm("bn3")(y)
         if self.downsample:
-            x = conv(out_features, 1, self.stride, dtype=self.dtype, name="downsample_conv")(x)
-            x = batch_norm(train, self.dtype, name="downsample_bn")(x)
+            x = layer(out_features, 1, self.stride, 0, "downsample_conv")(x)
+            x = norm("downsample_bn")(x)
         return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
-    """Bottleneck ResNet; attention attaches to the outputs of layer4, layer3, layer2, layer1."""
+    """Bottleneck ResNet. Attach points: the outputs of layer4, layer3, layer2, layer1 (paper and
+    master branch), or layer3, layer2, layer1 (dev branch: layer4 is never attended)."""
 
     num_classes: int
     stage_sizes: tuple[int, ...] = STAGE_SIZES[50]
     width: int = 2
     dtype: Any = jnp.float32
+    bn_group_size: int | None = None
 
     @property
     def classifier(self) -> str:
@@ -57,13 +65,14 @@ class ResNet(nn.Module):
         return "fc"
 
     @property
-    def attach_points(self) -> tuple[str, ...]:
-        return tuple(f"layer{i}" for i in range(len(self.stage_sizes), 0, -1))
+    def attach_points(self) -> dict[str, tuple[str, ...]]:
+        deepest = tuple(f"layer{i}" for i in range(len(self.stage_sizes), 0, -1))
+        return {"deepest": deepest, "rectify": deepest[1:]}
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> BackboneOutput:
-        x = conv(64, 7, 2, 3, dtype=self.dtype, name="conv1")(x.astype(self.dtype))
-        x = nn.relu(batch_norm(train, self.dtype, name="bn1")(x))
+        x = conv(64, 7, 2, 3, kernel_init=kaiming_normal_fan_out, dtype=self.dtype, name="conv1")(x.astype(self.dtype))
+        x = nn.relu(batch_norm(train, self.dtype, "bn1", group_size=self.bn_group_size)(x))
         x = max_pool(x, 3, 2, 1)
         features = {}
         for stage, num_blocks in enumerate(self.stage_sizes):
@@ -75,9 +84,10 @@ class ResNet(nn.Module):
                     stride=2 if stage > 0 and block == 0 else 1,
                     downsample=block == 0,
                     dtype=self.dtype,
+                    bn_group_size=self.bn_group_size,
                     name=f"layer{stage + 1}_{block}",
                 )(x, train)
             features[f"layer{stage + 1}"] = x
         pooled = jnp.mean(x, axis=(1, 2))
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(pooled)
+        logits = dense(self.num_classes, pooled.shape[-1], dtype=self.dtype, name="fc")(pooled)
         return BackboneOutput(features=features, pooled=pooled, logits=logits)

@@ -8,10 +8,10 @@ attention networks. `python -m wrna_jax.convert SRC DST` converts from the comma
 
 from wrna_jax.weights.files import load_state_dict, save_safetensors
 from wrna_jax.weights.mapping import WeightMismatchError
-from wrna_jax.weights.pretrained import (DEFAULT_INIT_FROM, TORCHVISION_URL, BackboneInfo, apply_init_from,
+from wrna_jax.weights.pretrained import (TORCHVISION_URL, BackboneInfo, apply_init_from,
                                          check_init_from, convert_resnet, load_backbone, save_backbone)
 from wrna_jax.weights.released import convert_released, load_released, released_config
 
-__all__ = ["load_state_dict", "save_safetensors", "WeightMismatchError", "DEFAULT_INIT_FROM",
+__all__ = ["load_state_dict", "save_safetensors", "WeightMismatchError",
            "TORCHVISION_URL", "BackboneInfo", "apply_init_from", "check_init_from", "convert_resnet",
            "load_backbone", "save_backbone", "convert_released", "load_released", "released_config"]

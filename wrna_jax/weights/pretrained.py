@@ -28,7 +28,6 @@ from wrna_jax.models.resnet import STAGE_SIZES, ResNet
 from wrna_jax.weights import files, mapping
 
 TORCHVISION_URL = "https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth"
-DEFAULT_INIT_FROM = "~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1"
 METADATA = "wrna_backbone.json"
 VARIABLES = "variables"
 FORMAT = "wrna_jax.resnet_backbone.v1"
