@@ -1,10 +1,12 @@
 """Cost of attention: parameters, FLOPs per image (XLA's cost analysis) and median CPU train-step
-time of the plain backbone and of both presets, as ratios measured in the same run.
+time of the plain backbone and of the three presets, as ratios measured in the same run.
 
     python benchmarks/model_cost.py [--wrn-batch 4] [--mnist-batch 128] [--repeats 5]
 
-Models: WRN-50-2 at 224x224 (1000 classes) and the cluttered-MNIST CNN at 40x40; presets
-`paper` (AD=2, AW=2, avg reduction) and `released` (AD=3, AW=2, project reduction).
+Models: WRN-50-2 at 224x224 with Stanford Dogs' 120 classes (the dev module's per-position
+logits grow with the classes) and the cluttered-MNIST CNN at 40x40; presets `paper` (AD=2, AW=2,
+avg reduction), `released` (AD=3, AW=2, project reduction) and `attend_rectify` (AD=3, AW=2:
+the released dogs setting).
 """
 
 import argparse
@@ -24,8 +26,9 @@ from wrna_jax.state import create_train_state  # noqa: E402
 
 VARIANTS = (("plain backbone", dict(depth=0)),
             ("paper AD=2 AW=2 avg", dict(preset="paper", depth=2, width=2, reduction="avg")),
-            ("released AD=3 AW=2 project", dict(preset="released", depth=3, width=2, reduction="project")))
-BACKBONES = {"WRN-50-2 @224": (dict(backbone="imagenet_resnet", depth=50, width=2, num_classes=1000), (224, 224, 3)),
+            ("released AD=3 AW=2 project", dict(preset="released", depth=3, width=2, reduction="project")),
+            ("attend_rectify AD=3 AW=2", dict(preset="attend_rectify", depth=3, width=2)))
+BACKBONES = {"WRN-50-2 @224": (dict(backbone="imagenet_resnet", depth=50, width=2, num_classes=120), (224, 224, 3)),
              "cluttered-MNIST CNN @40": (dict(backbone="mnist_cnn", num_classes=10), (40, 40, 1))}
 
 

@@ -65,7 +65,7 @@ def test_gated_combination_identities():
     np.testing.assert_array_equal(gated_combination(logits, one_hot), log_probs[:, 3])  # x * 1 + 0s
 
 
-# ---- The whole module against a numpy transcription of SPEC 1.1-1.6 (training mode). ----
+# ---- The whole module against a numpy transcription of docs/method.md, sections 1-2 (training mode). ----
 
 def np_batch_norm(x, params, axes):
     mean = x.mean(axis=axes, keepdims=True)

@@ -32,9 +32,12 @@ def test_matmul_flops_counts_convolutions_and_products_inside_nested_jit():
 def test_matmul_flops_of_wrn50_2_matches_the_published_multiply_adds():
     """WRN-50-2 at 224x224 is 11.4 G multiply-adds per image (torchvision's model card: 11.4 GFLOPS
     counted as multiply-adds), i.e. 22.8 GFLOPs."""
+    from configs import default
     from wrna_jax.models import create_backbone
 
-    model = create_backbone({"backbone": "imagenet_resnet", "depth": 50, "width": 2, "num_classes": 1000})
+    config = default.get_config()
+    config.model.update(backbone="imagenet_resnet", depth=50, width=2, num_classes=1000)
+    model = create_backbone(config.model)
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 3))))
     flops = matmul_flops(lambda v, x: model.apply(v, x).logits, variables,
                          jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32))

@@ -74,7 +74,7 @@ def test_softmax_masks_sum_to_one_and_sigmoid_masks_in_unit_interval(preset):
 
 @pytest.mark.parametrize("preset", ["paper", "released"])
 def test_backbone_hypothesis_is_the_plain_backbone(preset):
-    """Gates giving all weight to out_net reproduce the plain backbone (SPEC 1.5)."""
+    """Gates giving all weight to out_net reproduce the plain backbone (docs/method.md, 1.5)."""
     attention_model = create_model(model_config(ad=2, preset=preset))
     plain_model = create_model(model_config(ad=0, preset=preset))
     variables, x = init(attention_model, 40, 1)
