@@ -14,7 +14,7 @@ from wrna_jax.evaluate import evaluate_checkpoint
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The training run's directory.")
 flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
-flags.DEFINE_string("split", None, "Dataset split to evaluate (default: config.dataset.test_split).")
+flags.DEFINE_string("split", None, "Dataset split to evaluate (default: the config's test split).")
 flags.DEFINE_string("output_dir", None, "Where to write results (default <workdir>/eval_<checkpoint>).")
 config_flags.DEFINE_config_file("config", None, "The configuration the run was trained with.",
                                 lock_config=True)
@@ -25,8 +25,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     distributed.initialize(FLAGS.config.get("distributed", {}))
-    split = FLAGS.split or FLAGS.config.dataset.test_split
-    results = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, split,
+    results = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.split,
                                   FLAGS.output_dir)
     print(json.dumps({k: v for k, v in results.items() if k != "hypothesis_accuracy"}, indent=2))
 

@@ -29,8 +29,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                             weight_decay=1e-5)
     config.batch_size = 100
     if "paper_recipe" in options:
-        config.dataset.num_train, config.dataset.num_validation = 200_000, 100_000
-        config.dataset.num_test = 100_000
+        config.dataset.cluttered_mnist.update(num_train=200_000, num_validation=100_000, num_test=100_000)
         config.num_epochs = 200
         config.schedule.boundaries_epochs = (60,)
     if "baseline" in options:

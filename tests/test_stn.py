@@ -69,5 +69,5 @@ def test_stn_on_another_backbone_is_refused():
     config.model.backbone = "cifar_wrn"
     config.model.depth = 10
     config.model.stn = True
-    with pytest.raises(ValueError, match="only implemented for the 'mnist_cnn'"):
+    with pytest.raises(ValueError, match="model.stn=True is not implemented for the 'cifar_wrn' backbone"):
         create_model(config)

@@ -10,25 +10,13 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_train_config
+from conftest import restore, tiny_train_config
 from numerics import assert_close_to, gamma, probable_error
-from wrna_jax import checkpoint, evaluate, parallel
-from wrna_jax.data import datasets
+from wrna_jax import checkpoint, evaluate
 from wrna_jax.models import create_model
 from wrna_jax.optim import learning_rate_schedule, parameter_groups
-from wrna_jax.state import create_train_state, init_variables
+from wrna_jax.state import init_variables
 from wrna_jax.train import train_and_evaluate
-
-
-def restore_params(config, workdir, which="latest"):
-    model = create_model(config)
-    builder = datasets.get_builder(config.dataset)
-    state = create_train_state(config, model, datasets.input_shape(config.dataset, builder), parallel.create_mesh(1), 1)
-    ckpts = checkpoint.Checkpoints(workdir)
-    step = ckpts.resolve(which)
-    restored = ckpts.restore(step, state)
-    ckpts.close()
-    return step, jax.device_get(restored.params), jax.device_get(restored.batch_stats)
 
 
 def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path):
@@ -43,7 +31,7 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
     with pytest.raises(FloatingPointError, match=r"NaN or infinite at step 34;.*learning_rate"):
         train_and_evaluate(config, workdir)
     assert checkpoint.Checkpoints(workdir).all_steps() == steps
-    _, params, _ = restore_params(config, workdir)
+    _, params, _ = restore(config, workdir)
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(params))
 
 

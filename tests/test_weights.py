@@ -23,9 +23,10 @@ from numerics import U_FLOAT32, assert_close_to, conv_error_bound, gamma, probab
 from wrna_jax import convert as convert_cli
 from wrna_jax.models import create_model
 from wrna_jax.models.layers import batch_norm
+from wrna_jax.models import resnet
 from wrna_jax.models.resnet import ResNet
 from wrna_jax.weights import (WeightMismatchError, apply_init_from, check_init_from, convert_released,
-                              convert_resnet, load_backbone, load_released, released_config,
+                              convert_backbone, load_backbone, load_released, released_config,
                               save_safetensors)
 from wrna_jax.weights import files, mapping, pretrained
 
@@ -309,13 +310,14 @@ def test_wide_resnet50_2_every_key_used_every_parameter_filled():
     rng = np.random.default_rng(0)
     sd = {k: np.full(v.shape, 0.5, v.dtype) for k, v in
           resnet_state_dict((3, 4, 6, 3), 2, 1000, rng).items()}
-    info, variables = convert_resnet(sd)
-    assert (info.stage_sizes, info.width, info.num_classes) == ((3, 4, 6, 3), 2, 1000)
+    info, variables = convert_backbone(sd)
+    assert (info["backbone"], info["stage_sizes"], info["width"], info["num_classes"]) == (
+        "imagenet_resnet", [3, 4, 6, 3], 2, 1000)
     params = mapping.flat_shapes(variables)
-    template = mapping.abstract_variables(ResNet(1000, (3, 4, 6, 3), 2), (224, 224, 3))
+    template = mapping.abstract_variables(ResNet(num_classes=1000, stage_sizes=(3, 4, 6, 3), width=2), (224, 224, 3))
     assert params == template                          # every Flax variable filled, shapes right
     assert sum(int(np.prod(s)) for p, s in params.items() if p[0] == "params") == 68_883_240
-    used = {r.sources[0][0] for r in mapping.resnet_rules(template)}
+    used = {r.sources[0][0] for r in resnet.torch_rules(template)}
     assert used == {k for k in sd if not k.endswith("num_batches_tracked")}   # every key used
     assert len(used) == len(template)
 
@@ -323,14 +325,14 @@ def test_wide_resnet50_2_every_key_used_every_parameter_filled():
 def test_converted_layers_match_pytorch_formulas():
     rng = np.random.default_rng(1)
     sd = resnet_state_dict(TINY_STAGES, 2, 7, rng)
-    _, variables = convert_resnet(sd)
+    _, variables = convert_backbone(sd)
     flat = flax.traverse_util.flatten_dict(variables)
     stats = {p[1:]: v for p, v in flat.items() if p[0] == "batch_stats"}
     checked = {"conv": 0, "bn": 0}
     for path, kernel in flat.items():
         if path[0] != "params" or path[-1] != "kernel" or kernel.ndim != 4:
             continue
-        key = mapping.resnet_module_key(path[1:-1]) + ".weight"
+        key = resnet.torch_module_key(path[1:-1]) + ".weight"
         oihw = sd[key]
         x = rng.standard_normal((2, oihw.shape[1], 9, 9), np.float32)
         stride, pad = 2, oihw.shape[-1] // 2
@@ -349,7 +351,7 @@ def test_converted_layers_match_pytorch_formulas():
                    "batch_stats": {"mean": stats[(*module, "mean")], "var": stats[(*module, "var")]}}
         x = rng.standard_normal((3, 5, 5, scale.shape[0]), np.float32)
         got = batch_norm(False, jnp.float32).apply(bn_vars, x)
-        want = nhwc(ref_bn(np.transpose(x, (0, 3, 1, 2)), sd, mapping.resnet_module_key(module)))
+        want = nhwc(ref_bn(np.transpose(x, (0, 3, 1, 2)), sd, resnet.torch_module_key(module)))
         # Elementwise, about 5 roundings in either order: within 8 u of the largest term (|y| < 8).
         np.testing.assert_allclose(got, want, rtol=0, atol=8 * U_FLOAT32 * 8)
         checked["bn"] += 1
@@ -363,9 +365,9 @@ def test_converted_layers_match_pytorch_formulas():
 def test_converted_resnet_computes_the_pytorch_network():
     rng = np.random.default_rng(2)
     sd = resnet_state_dict(TINY_STAGES, 2, 7, rng)
-    info, variables = convert_resnet(sd)
+    info, variables = convert_backbone(sd)
     x = rng.standard_normal((2, 3, 64, 64), np.float32)
-    out = apply(info.module(), variables, nhwc(x))
+    out = apply(resnet.TORCHVISION_WEIGHTS.module(info), variables, nhwc(x))
     _, _, want = jax.jit(ref_resnet, static_argnums=(2, 3))(sd, x, TINY_STAGES)
     assert_close_to(out.logits, want, relative=RESNET14_ERROR, what="ResNet-14 logits")
 
@@ -377,17 +379,17 @@ def test_mismatched_state_dicts_list_every_problem():
     sd["layer3.0.conv2.weight"] = sd["layer3.0.conv2.weight"][:, :, :1, :1]
     sd["layer1.0.se.fc.weight"] = np.zeros(3, np.float32)
     with pytest.raises(WeightMismatchError) as err:
-        convert_resnet(sd, source="weights.pth")
+        convert_backbone(sd, source="weights.pth")  # the file's name goes into the message
     e = err.value
     assert e.missing == ["layer2.0.bn1.running_var"]
     assert e.unexpected == ["layer1.0.se.fc.weight"]
     assert e.misshaped == ["layer3.0.conv2.weight (256, 256, 1, 1) (expected (256, 256, 3, 3))"]
     assert "weights.pth does not match the model: 1 missing, 1 unexpected and 1 mis-shaped" in str(e)
     with pytest.raises(ValueError, match="Only bottleneck ResNets"):
-        convert_resnet({k: v for k, v in resnet_state_dict(TINY_STAGES, 1, 5, rng).items()
+        convert_backbone({k: v for k, v in resnet_state_dict(TINY_STAGES, 1, 5, rng).items()
                         if ".conv3." not in k})
     with pytest.raises(ValueError, match="does not look like a torchvision ResNet.*'layer1.0.conv1.weight'"):
-        convert_resnet(released_mnist_state_dict(1, 1, rng))
+        convert_backbone(released_mnist_state_dict(1, 1, rng))
 
 
 def test_truncated_and_foreign_files_give_clear_errors(tmp_path):
@@ -422,7 +424,7 @@ def test_convert_command_and_init_from(tmp_path, monkeypatch, capsys):
     src, dst = str(tmp_path / "model.safetensors"), str(tmp_path / "converted")
     save_safetensors(sd, src)
     assert convert_cli.main([src, dst]) == 0
-    assert "1000 classes" in capsys.readouterr().out
+    assert "num_classes 1000" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         convert_cli.main([src, dst])
     assert "already exists; pass --force" in capsys.readouterr().err
@@ -432,7 +434,7 @@ def test_convert_command_and_init_from(tmp_path, monkeypatch, capsys):
     assert convert_cli.main([src, str(foreign), "--force"]) == 1
     assert "not a converted backbone" in capsys.readouterr().err and foreign.exists()
     info, restored = load_backbone(dst)
-    _, direct = convert_resnet(sd)
+    _, direct = convert_backbone(sd)
     jax.tree.map(np.testing.assert_array_equal, restored, direct)
     assert json.load(open(os.path.join(dst, pretrained.METADATA)))["stage_sizes"] == list(TINY_STAGES)
 
@@ -467,7 +469,7 @@ def test_convert_command_and_init_from(tmp_path, monkeypatch, capsys):
     with pytest.raises(ValueError, match="not a converted backbone"):
         check_init_from(config)
     config.model.backbone = "cifar_wrn"
-    with pytest.raises(ValueError, match="unset it"):
+    with pytest.raises(ValueError, match="cifar_wrn. backbone has no pretrained weights.*unset config.init_from"):
         check_init_from(config)
 
 
@@ -649,7 +651,7 @@ def test_resnet_logits_match_pytorch(tmp_path):
     x = np.random.default_rng(9).standard_normal((2, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
-    got = apply(info.module(), variables, nhwc(x)).logits
+    got = apply(resnet.TORCHVISION_WEIGHTS.module(info), variables, nhwc(x)).logits
     assert_close_to(got, want, relative=RESNET14_ERROR, what="ResNet logits vs PyTorch")
 
 

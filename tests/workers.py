@@ -126,7 +126,7 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
     import jax
 
     from wrna_jax import checkpoint, parallel
-    from wrna_jax.train import MetricsLog
+    from wrna_jax.train import metric_writer
 
     facts = {"joined": joined, "process_count": jax.process_count(), "device_count": jax.device_count(),
              "local_device_count": jax.local_device_count()}
@@ -141,12 +141,11 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
     ckpts.save(2, state, {"accuracy": 0.5})
     ckpts.wait()
     restored = ckpts.restore(2, state)  # `state` gives the structure and the shardings
-    ckpts.close()
     facts["restored_step"] = int(jax.device_get(restored.step))
     facts["restored_differences"] = {name: float(np.max(np.abs(value - after[name])))
                                      for name, value in _variables(restored).items()}
-    log = MetricsLog(workdir)
-    log.write(2, {"train_loss": float(metrics["loss"])})
+    log = metric_writer(workdir)
+    log.write_scalars(2, {"train_loss": float(metrics["loss"])})
     log.close()
 
     marker = os.path.join(workdir, "first")
@@ -158,7 +157,7 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
         else:
             facts["marker_seen_by_process_1"] = open(marker).read() if os.path.exists(marker) else None
 
-    preemption = dist.Preemption()
+    preemption = dist.Preemption(ckpts.manager)
     for i in range(400):
         if process_id == num_processes - 1 and i == 5:
             os.kill(os.getpid(), signal.SIGTERM)  # one process notified, as a scheduler would
@@ -166,6 +165,7 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
             break
         time.sleep(0.02)
     preemption.close()
+    ckpts.close()
     facts["preempted_at"] = i
     print(json.dumps(facts), flush=True)
 

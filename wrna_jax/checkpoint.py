@@ -54,11 +54,9 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def best_step(self) -> int | None:
-        """The step with the highest validation accuracy among the kept checkpoints."""
-        scored = [(self.manager.metrics(step) or {}).get(METRIC) for step in self.manager.all_steps()]
-        candidates = [(value, step) for value, step in zip(scored, self.manager.all_steps())
-                      if value is not None]
-        return max(candidates)[1] if candidates else None
+        """The step with the highest validation accuracy among the kept checkpoints (the latest
+        of equals), None if none has metrics."""
+        return self.manager.best_step()
 
     def metrics(self, step: int) -> dict[str, float] | None:
         return self.manager.metrics(step)
@@ -94,6 +92,14 @@ class Checkpoints:
                                 flax.serialization.to_state_dict(target))
         restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         return flax.serialization.from_state_dict(target, restored)
+
+    def restore_parts(self, step: int, abstract: Mapping[str, Any]) -> dict[str, Any]:
+        """Only the top-level entries of `abstract` (e.g. {'params', 'batch_stats'}: shapes,
+        dtypes and shardings) from checkpoint `step`; nothing else of it is read."""
+        restored = self.manager.restore(step, args=ocp.args.PyTreeRestore(
+            item=dict(abstract), restore_args=ocp.checkpoint_utils.construct_restore_args(dict(abstract)),
+            partial_restore=True))
+        return dict(restored)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

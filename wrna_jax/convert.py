@@ -1,11 +1,12 @@
-"""Converts torchvision / timm ImageNet ResNet weights into an orbax backbone for `config.init_from`.
+"""Converts PyTorch weights of a backbone into an orbax directory for `config.init_from`.
 
     python -m wrna_jax.convert wide_resnet50_2-95faca4d.pth ~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1
     python -m wrna_jax.convert model.safetensors DST          # timm hub file: no torch needed
 
-SRC: a .safetensors or .pth state dict of a bottleneck ResNet (resnet50, wide_resnet50_2, ...).
+SRC: a .safetensors or .pth state dict of the backbone (--backbone, default imagenet_resnet:
+a bottleneck ResNet such as resnet50 or wide_resnet50_2, torchvision or timm names).
 DST: a new directory (orbax variables + wrna_backbone.json); an existing one is replaced only
-with --force. Released painless-attention checkpoints are imported in Python instead
+with --force. The authors' painless-attention checkpoints are imported in Python instead
 (wrna_jax.weights.load_released), see README.
 """
 
@@ -26,6 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", help="torchvision/timm ResNet state dict (.safetensors or .pth)")
     parser.add_argument("dst", help="output directory for config.init_from")
     parser.add_argument("--force", action="store_true", help="replace DST if it is a converted backbone")
+    parser.add_argument("--backbone", default="imagenet_resnet", help="the registered backbone the weights are for")
     args = parser.parse_args(argv)
     dst = os.path.abspath(os.path.expanduser(args.dst))
     if os.path.exists(dst) and not args.force:
@@ -45,11 +47,11 @@ def main(argv: list[str] | None = None) -> int:
                              "backbone: import it with wrna_jax.weights.load_released (see README).")
         print(f"  {len(state_dict)} tensors, {sum(v.size for v in state_dict.values()):,} values. "
               "Converting ...", flush=True)
-        info, variables = pretrained.convert_resnet(state_dict, source=os.path.abspath(args.src))
+        description, variables = pretrained.convert_backbone(state_dict, args.backbone, os.path.abspath(args.src))
         num_params = sum(int(np.size(v)) for v in jax.tree.leaves(variables["params"]))
-        print(f"  ResNet stages {info.stage_sizes}, width {info.width}, {info.num_classes} classes, "
-              f"{num_params:,} parameters. Writing {dst} ...", flush=True)
-        pretrained.save_backbone(info, variables, dst, force=args.force)
+        shown = ", ".join(f"{k} {v}" for k, v in description.items() if k != "source")
+        print(f"  {shown}; {num_params:,} parameters. Writing {dst} ...", flush=True)
+        pretrained.save_backbone(description, variables, dst, force=args.force)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -11,10 +11,10 @@ coordinator after `initialization_timeout` seconds (JAX's own client would abort
 with a C++ stack trace, or only later).
 
 `Preemption` turns SIGTERM (what SLURM and cloud schedulers send before killing a job) into a
-step at which every process stops: one process uses a Python signal handler; several processes
-use JAX's preemption service (`multihost_utils.reached_preemption_sync_point`), which spreads
-the notice through the coordination service and picks the same step on every process without
-blocking the training loop.
+step at which every process stops: several processes use orbax's `reached_preemption` (JAX's
+preemption service, which spreads the notice through the coordination service and picks the
+same step on every process without blocking the training loop); one process uses a Python
+signal handler, because that service exists only when `jax.distributed` runs.
 """
 
 import os
@@ -162,12 +162,13 @@ class Preemption:
 
     Create it just before the training loop, call `reached(step)` after every step and
     `close()` after the loop. One process: a Python SIGTERM handler sets a flag (the previous
-    handler comes back on `close`). Several processes: JAX's preemption service, which installs
-    its own SIGTERM handler when `jax.distributed` starts, spreads the notice to every process
-    and needs every process to call `reached` with the same step numbers.
+    handler comes back on `close`). Several processes: the checkpoint manager's
+    `reached_preemption` (JAX's preemption service, which installs its own SIGTERM handler when
+    `jax.distributed` starts), which needs every process to call `reached` with the same steps.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
         self.multi_process = jax.process_count() > 1
         self.requested = False
         self._previous: Any = None
@@ -182,7 +183,7 @@ class Preemption:
     def reached(self, step: int) -> bool:
         """Whether to save and stop after `step`."""
         if self.multi_process:
-            self.requested = multihost_utils.reached_preemption_sync_point(step)
+            self.requested = self.manager.reached_preemption(step)
         return self.requested
 
     def close(self) -> None:

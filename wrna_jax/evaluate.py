@@ -1,5 +1,6 @@
-"""Evaluation: whole splits (padded and masked, nothing dropped), per-hypothesis accuracy,
-mean gate weights, and the `eval.py` entry point with its figures."""
+"""Evaluation: whole splits (padded and masked, nothing dropped), per-hypothesis accuracy, mean
+gate weights, and `eval.py`'s `evaluate_checkpoint` (restore, run, report) with the evaluators
+the config asks for (`config.evals`, see `evaluators.py`)."""
 
 import functools
 import json
@@ -9,12 +10,12 @@ from typing import Any, Iterable, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 from absl import logging
 
-from wrna_jax import checkpoint, distributed, parallel, plots, state as state_lib
-from wrna_jax.data import datasets, pipeline
+from wrna_jax import checkpoint, distributed, parallel
+from wrna_jax.data.input import Input, create_input
 from wrna_jax.models import ModelOutput, create_model
+from wrna_jax.state import abstract_variables
 
 
 def multi_crop_output(model: Any, variables: Any, images: jax.Array) -> ModelOutput:
@@ -33,10 +34,10 @@ def multi_crop_output(model: Any, variables: Any, images: jax.Array) -> ModelOut
         masks={name: per_crop(m)[:, min(4, crops - 1)] for name, m in out.masks.items()})
 
 
-def eval_step(state: Any, batch: Mapping[str, jax.Array], *, model: Any) -> tuple[dict, ModelOutput]:
-    """Masked sums over one batch; padding examples (mask False) count nowhere."""
-    out = multi_crop_output(model, {"params": state.params, "batch_stats": state.batch_stats},
-                            batch["image"])
+def eval_step(variables: Any, batch: Mapping[str, jax.Array], *, model: Any) -> tuple[dict, ModelOutput]:
+    """Masked sums over one batch of the model with `variables` ({'params', 'batch_stats'});
+    padding examples (mask False) count nowhere."""
+    out = multi_crop_output(model, variables, batch["image"])
     labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
     top5 = jax.lax.top_k(out.log_probs, min(5, out.log_probs.shape[-1]))[1]
     sums = {
@@ -52,17 +53,33 @@ def eval_step(state: Any, batch: Mapping[str, jax.Array], *, model: Any) -> tupl
 
 
 def make_eval_step(model: Any, mesh: jax.sharding.Mesh):
-    """`eval_step` compiled for the mesh: batch sharded, state and sums replicated."""
+    """`eval_step` compiled for the mesh: batch sharded, variables and sums replicated."""
     return jax.jit(functools.partial(eval_step, model=model),
                    in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
 
 
-def evaluate_batches(step_fn: Any, state: Any, batches: Iterable[Mapping[str, jax.Array]],
-                     hypothesis_names: tuple[str, ...], num_classes: int) -> dict[str, Any]:
+def variables_of(state: Any) -> dict[str, Any]:
+    """What evaluation reads of a training state."""
+    return {"params": state.params, "batch_stats": state.batch_stats}
+
+
+def build_eval_batches(data: Input, split: str, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                       ten_crop: bool | None = None) -> Iterable[dict[str, jax.Array]]:
+    """The whole `split` of this process, padded to full global batches, on the mesh.
+
+    `ten_crop` overrides the dataset's setting (validation during training uses one crop)."""
+    local_batch = parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    batches = data.eval_batches(split, local_batch, ten_crop=ten_crop, process_index=jax.process_index(),
+                                process_count=jax.process_count())
+    return parallel.prefetch_to_mesh(batches, parallel.batch_sharding(mesh))
+
+
+def run_evaluation(step_fn: Any, variables: Any, batches: Iterable[Mapping[str, jax.Array]],
+                   hypothesis_names: tuple[str, ...], num_classes: int) -> dict[str, Any]:
     """Runs `step_fn` over every batch and turns the sums into metrics."""
     totals = None
     for batch in batches:
-        sums, _ = step_fn(state, batch)
+        sums, _ = step_fn(variables, batch)
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError("The evaluation split yielded no batches.")
@@ -81,82 +98,53 @@ def evaluate_batches(step_fn: Any, state: Any, batches: Iterable[Mapping[str, ja
     return metrics
 
 
-def eval_batches(builder: Any, split: str, config: ml_collections.ConfigDict,
-                 mesh: jax.sharding.Mesh, ten_crop: bool | None = None) -> Iterable[dict[str, jax.Array]]:
-    """The whole `split` of this process, padded to full global batches, on the mesh.
-
-    `ten_crop` overrides config.dataset.ten_crop (validation during training uses one crop)."""
-    local_batch = parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    ds = pipeline.create_split(
-        builder, split, local_batch, train=False, seed=config.seed,
-        preprocess_fn=datasets.preprocess_fn(config.dataset, train=False, ten_crop=ten_crop),
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        pad_last_batch=True, cache=False)
-    return parallel.prefetch_to_mesh(pipeline.as_numpy_batches(ds), parallel.batch_sharding(mesh))
+def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model: Any,
+                      input_shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> tuple[int, dict[str, Any]]:
+    """(step, {'params', 'batch_stats'}) of checkpoint `which` ('best', 'latest' or a step) of
+    `workdir`, replicated on the mesh; the optimiser state is not read."""
+    ckpts = checkpoint.Checkpoints(workdir, keep=config.checkpoint_keep)
+    try:
+        step = ckpts.resolve(which)
+        replicated = parallel.replicated(mesh)
+        abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                                abstract_variables(model, input_shape))
+        return step, ckpts.restore_parts(step, abstract)
+    finally:
+        ckpts.close()
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = "best",
-                        split: str = "test", output_dir: str | None = None) -> dict[str, Any]:
-    """eval.py: restore a checkpoint, evaluate `split`, write eval_results.json and figures."""
+                        split: str | None = None, output_dir: str | None = None) -> dict[str, Any]:
+    """eval.py: restore a checkpoint, evaluate `split` (default: the dataset's test split), run
+    the configured evaluators, write eval_results.json and the figures to `output_dir`
+    (default <workdir>/eval_<which>)."""
     model = create_model(config)
     checkpoint.check_compatible(workdir, config)
-    ckpts = checkpoint.Checkpoints(workdir, keep=max(1, int(config.checkpoint_keep)))
-    step = ckpts.resolve(which)
     mesh = parallel.create_mesh(config.num_devices)
     with distributed.process_0_first("preparing the dataset"):
-        builder = datasets.get_builder(config.dataset)
-    if split not in builder.info.splits:
-        raise ValueError(f"--split={split!r}: the dataset has splits {sorted(builder.info.splits)}.")
-    state = state_lib.create_train_state(config, model, datasets.input_shape(config.dataset, builder), mesh,
-                                         steps_per_epoch=1)
-    state = ckpts.restore(step, state)
+        data = create_input(config.dataset)
+    split = split or data.split("test_split")
+    if not data.has_split(split):
+        raise ValueError(f"--split={split!r}: the dataset has splits {sorted(data.builder.info.splits)}.")
+    step, variables = restore_variables(config, workdir, which, model, data.input_shape, mesh)
     step_fn = make_eval_step(model, mesh)
-    names = model.hypothesis_names
-    results: dict[str, Any] = {"checkpoint_step": step, "split": split,
-                               **evaluate_batches(step_fn, state, eval_batches(builder, split, config, mesh),
-                                                  names, config.model.num_classes)}
+    results: dict[str, Any] = {"checkpoint_step": step, "split": split, **run_evaluation(
+        step_fn, variables, build_eval_batches(data, split, config, mesh), model.hypothesis_names,
+        model.num_classes)}
     logging.info("Step %d, %s: accuracy %.4f", step, split, results["accuracy"])
     output_dir = output_dir or os.path.join(workdir, f"eval_{which}")
     if jax.process_index() == 0:
         os.makedirs(output_dir, exist_ok=True)
-    figures = {}
-    if config.dataset.name == "cluttered_mnist" and config.dataset.get("sweep_distractors"):
-        sweep = {}
-        for d in config.dataset.sweep_distractors:
-            with distributed.process_0_first(f"preparing the D={d} test set"):
-                sweep_builder = datasets.cluttered_mnist_builder(config.dataset, num_distractors=int(d),
-                                                                 num_train=1, num_validation=1)
-            sweep[int(d)] = evaluate_batches(step_fn, state, eval_batches(sweep_builder, "test", config, mesh),
-                                             names, config.model.num_classes)["accuracy"]
-            logging.info("D=%d: test accuracy %.4f", d, sweep[int(d)])
-        results["accuracy_vs_distractors"] = {str(d): acc for d, acc in sweep.items()}
-        if jax.process_index() == 0:
-            figures["accuracy_vs_distractors"] = plots.plot_accuracy_vs_distractors(
-                {"model": sweep}, os.path.join(output_dir, "accuracy_vs_distractors.png"))
-            table = plots.distractor_table({"model": sweep})
-            with open(os.path.join(output_dir, "accuracy_vs_distractors.md"), "w") as f:
-                f.write(table)
-            print(table)
-    # The step is one global computation, so every process runs it; the first examples are
-    # replicated (a small copy, readable on every process) and process 0 draws them.
-    batch = next(iter(eval_batches(builder, split, config, mesh)))
-    _, out = step_fn(state, batch)
-    first = jax.jit(lambda tree: jax.tree.map(lambda a: a[:int(config.num_mask_examples)], tree),
-                    out_shardings=parallel.replicated(mesh))
-    shown = jax.device_get(first({"image": batch["image"], "label": batch["label"], "mask": batch["mask"],
-                                  "log_probs": out.log_probs, "masks": out.masks}))
+    from wrna_jax import evaluators  # they build on this module
+
+    context = evaluators.Context(config=config, model=model, mesh=mesh, data=data, split=split,
+                                 variables=variables, step_fn=step_fn, output_dir=output_dir)
+    results["figures"] = {}
+    for name, settings in config.evals.items():
+        produced = evaluators.evaluator(name)(context, settings)
+        results["figures"].update(produced.pop("figures", {}))
+        results.update(produced)
     if jax.process_index() == 0:
-        count = min(int(config.num_mask_examples), int(np.sum(shown["mask"])))
-        masks = {name: np.asarray(m)[:count] for name, m in shown["masks"].items()}
-        images = np.asarray(shown["image"])[:count]
-        if images.ndim == 5:
-            images = images[:, min(4, images.shape[1] - 1)]
-        if masks:
-            figures["attention_masks"] = plots.plot_attention_masks(
-                images, masks, np.asarray(shown["label"])[:count],
-                np.asarray(shown["log_probs"]).argmax(-1)[:count],
-                os.path.join(output_dir, "attention_masks.png"))
-        results["figures"] = figures
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump(results, f, indent=2)
     return results

@@ -3,13 +3,26 @@ of distractors (Fig. 4e) and training curves. Uses matplotlib's non-interactive 
 
 import json
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+def subplots(*args: Any, **kwargs: Any) -> tuple[Any, Any]:
+    """matplotlib's `subplots` on the non-interactive backend."""
+    return plt.subplots(*args, **kwargs)
+
+
+def save(fig: Any, path: str, dpi: int = 100) -> str:
+    """Lays out, writes and closes `fig`; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
 
 
 def _upsample(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -31,7 +44,7 @@ def plot_attention_masks(images: np.ndarray, masks: Mapping[str, np.ndarray], la
     """One row per image: the input, then each module's heads overlaid (jet, alpha 0.5)."""
     columns = [(name, k) for name, m in masks.items() for k in range(m.shape[-1])]
     rows = len(images)
-    fig, axes = plt.subplots(rows, 1 + len(columns), figsize=(1.6 * (1 + len(columns)), 1.7 * rows),
+    fig, axes = subplots(rows, 1 + len(columns), figsize=(1.6 * (1 + len(columns)), 1.7 * rows),
                              squeeze=False)
     for i in range(rows):
         shown = _display(images[i])
@@ -45,15 +58,12 @@ def plot_attention_masks(images: np.ndarray, masks: Mapping[str, np.ndarray], la
                 axes[i, j].set_title(f"{name} head {k}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=100)
 
 
 def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path: str) -> str:
     """Test accuracy against the number of distractors D, one line per model."""
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    fig, ax = subplots(figsize=(4.5, 3.2))
     for label, curve in curves.items():
         ds = sorted(curve)
         ax.plot(ds, [100 * curve[d] for d in ds], marker="o", label=label)
@@ -62,10 +72,7 @@ def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=120)
 
 
 def distractor_table(curves: Mapping[str, Mapping[int, float]]) -> str:
@@ -81,16 +88,14 @@ def distractor_table(curves: Mapping[str, Mapping[int, float]]) -> str:
 def plot_training_curves(metrics_path: str, path: str,
                          keys: Sequence[str] = ("train_loss", "train_accuracy", "val_accuracy")) -> str:
     """Curves of the JSON-lines metrics file written during training, against the step."""
-    records = [json.loads(line) for line in open(metrics_path) if line.strip()]
+    with open(metrics_path) as f:
+        records = [json.loads(line) for line in f if line.strip()]
     present = [k for k in keys if any(k in r for r in records)]
-    fig, axes = plt.subplots(1, len(present), figsize=(4 * len(present), 3), squeeze=False)
+    fig, axes = subplots(1, len(present), figsize=(4 * len(present), 3), squeeze=False)
     for ax, key in zip(axes[0], present):
         points = [(r["step"], r[key]) for r in records if key in r]
         ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
         ax.set_xlabel("step")
         ax.set_title(key)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return os.path.abspath(path)
+    return os.path.abspath(save(fig, path, dpi=110))

@@ -2,25 +2,21 @@
 
 from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
+from flax.training import train_state
 
 from wrna_jax import optim, parallel
 
 
-class TrainState(flax.struct.PyTreeNode):
-    """Everything a step changes; `tx` (static) is the optimiser that produced `opt_state`."""
+class TrainState(train_state.TrainState):
+    """Flax's TrainState (step, params, optimiser and its state) plus the BatchNorm statistics
+    and the raw uint32 dropout key (folded with the step inside train_step)."""
 
-    step: jax.Array
-    params: Any
     batch_stats: Any
-    opt_state: Any
-    rng: jax.Array  # raw uint32 key for dropout; folded with the step inside train_step
-    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+    rng: jax.Array
 
 
 def init_variables(model: Any, input_shape: tuple[int, ...], seed: int,
@@ -39,6 +35,12 @@ def init_variables(model: Any, input_shape: tuple[int, ...], seed: int,
     return jax.jit(init, out_shardings=sharding)(np.asarray(init_rng))
 
 
+def abstract_variables(model: Any, input_shape: tuple[int, ...]) -> Any:
+    """The shapes and dtypes of the model's variables, without computing them."""
+    return jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, *input_shape), jnp.float32),
+                                             train=False))
+
+
 def create_train_state(config: ml_collections.ConfigDict, model: Any, input_shape: tuple[int, ...],
                        mesh: jax.sharding.Mesh, steps_per_epoch: int) -> TrainState:
     """Initialises parameters from `config.seed`, replicated over the mesh."""
@@ -48,10 +50,8 @@ def create_train_state(config: ml_collections.ConfigDict, model: Any, input_shap
     dropout_rng = jax.random.split(jax.random.PRNGKey(config.seed))[1]
 
     def assemble(variables: Any, rng: jax.Array) -> TrainState:
-        params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                          rng=rng, tx=tx)
+        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                                 batch_stats=variables.get("batch_stats", {}), rng=rng)
 
     # The optimiser state is a second, cheap program: the initialisation stays shareable.
     return jax.jit(assemble, out_shardings=replicated)(variables, np.asarray(dropout_rng))

@@ -102,15 +102,13 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
         totals, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro))
         grads, batch_stats, metrics = jax.tree.map(lambda t: t / grad_accum_steps, totals)
 
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = jax.tree.map(jnp.add, state.params, updates)
+    updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     finite = jnp.isfinite(metrics["loss"])
     keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=keep_if_finite(params, state.params),
-        batch_stats=keep_if_finite(batch_stats, state.batch_stats),
-        opt_state=keep_if_finite(opt_state, state.opt_state))
+    new_state = updated.replace(
+        params=keep_if_finite(updated.params, state.params),
+        batch_stats=keep_if_finite(updated.batch_stats, state.batch_stats),
+        opt_state=keep_if_finite(updated.opt_state, state.opt_state))
     metrics = {**metrics, "learning_rate": schedule(state.step),
                "nonfinite": jnp.where(finite, -1, state.step)}
     return new_state, metrics

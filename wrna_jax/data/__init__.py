@@ -1,15 +1,11 @@
-"""Input data: TFDS builders, the dataset registry, preprocessing and tf.data pipelines.
+"""Input data: the dataset registry, TFDS builders, preprocessing and tf.data pipelines.
 
-`datasets` maps `config.dataset` to a prepared builder and its preprocessing; `pipeline` turns
-a builder into sharded, deterministic, resumable batches; `preprocessing` holds the
-fine-grained and CIFAR augmentations; `cluttered_mnist`, `uec_food100` and `adience` are TFDS
-builders (generated locally, or read from a manual download, with helpers in `manual`).
-Nothing in this package imports JAX.
+`input.create_input(config.dataset)` is the one entry point of training and evaluation: it
+prepares the dataset (`registry` says what it is, `prepare` downloads or generates it) and gives
+its batches (`preprocessing` by family, `pipeline` for sharded, deterministic, resumable
+tf.data streams). `canvases` generates Cluttered MNIST with numpy and `cluttered_mnist` stores it
+as a TFDS dataset; `uec_food100` and `adience` build datasets from manual downloads (`manual`).
+
+This package imports no TensorFlow itself (the registry and `canvases` work without it); the
+modules that need it take it from `tensorflow_cpu`, which keeps it off the GPUs.
 """
-
-import tensorflow as tf
-
-try:
-    tf.config.set_visible_devices([], "GPU")  # Input pipelines run on the CPU; GPUs are JAX's.
-except RuntimeError:  # TensorFlow was already initialised; nothing to do.
-    pass

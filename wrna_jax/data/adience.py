@@ -56,6 +56,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from wrna_jax.data.manual import (
+    FoldConfig, ManualDownloadBuilder,
     encode_jpeg, find_manual_root, load_verified_image, read_text, record_skips)
 
 NUM_FOLDS = 5
@@ -173,30 +174,26 @@ def read_folds(root: epath.Path, task: str, skipped: collections.Counter) -> lis
 
 
 @dataclasses.dataclass(eq=False)
-class AdienceConfig(tfds.core.BuilderConfig):
+class AdienceConfig(FoldConfig):
     """Task ('age' or 'gender') and test fold (0..4); `name` becomes `<task>_fold<k>`."""
 
-    name: str = ""
     task: str = "age"
-    test_fold: int = 0
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}: must be one of {TASKS}.")
-        if not 0 <= self.test_fold < NUM_FOLDS:
-            raise ValueError(f"test_fold={self.test_fold}: must be in 0..{NUM_FOLDS - 1}.")
         self.name = self.name or f"{self.task}_fold{self.test_fold}"
         if self.description is None:
             self.description = (f"{self.task} classification; test = fold {self.test_fold}, "
                                 "train = the other four folds.")
 
 
-class Adience(tfds.core.GeneratorBasedBuilder):
+class Adience(ManualDownloadBuilder):
     """Adience faces with age-group or gender labels over the 5 subject-exclusive folds."""
 
     name = "adience"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    DATASET = "Adience"
     BUILDER_CONFIGS = [AdienceConfig(task=task, test_fold=k) for task in TASKS
                        for k in range(NUM_FOLDS)]
     DEFAULT_BUILDER_CONFIG_NAME = "age_fold0"
@@ -207,22 +204,14 @@ class Adience(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         names = AGE_NAMES if self.builder_config.task == "age" else GENDER_NAMES
-        return self.dataset_info_from_configs(
-            description=("Adience: unfiltered Flickr face photos labelled with age group and "
-                         "gender, in 5 subject-exclusive folds. " +
-                         self.builder_config.description),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                "label": tfds.features.ClassLabel(names=list(names)),
-                "user_id": tfds.features.Text(doc="Flickr album (subject group) of the photo."),
-                "fold": tfds.features.Scalar(dtype=np.int32, doc="Official fold, 0..4."),
-                "image_id": tfds.features.Text(doc="<user_id>/<face_id>.<original_image>."),
-            }),
-            supervised_keys=("image", "label"),
-            homepage=HOMEPAGE,
-            citation=_CITATION,
-            metadata=tfds.core.MetadataDict(),
-        )
+        return self.manual_info(
+            "Adience: unfiltered Flickr face photos labelled with age group and gender, in 5 "
+            "subject-exclusive folds. " + self.builder_config.description,
+            tfds.features.ClassLabel(names=list(names)),
+            {"user_id": tfds.features.Text(doc="Flickr album (subject group) of the photo."),
+             "fold": tfds.features.Scalar(dtype=np.int32, doc="Official fold, 0..4."),
+             "image_id": tfds.features.Text(doc="<user_id>/<face_id>.<original_image>.")},
+            HOMEPAGE, _CITATION)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager
                           ) -> dict[str, Iterator[tuple[str, dict]]]:
@@ -234,28 +223,22 @@ class Adience(tfds.core.GeneratorBasedBuilder):
         record_skips(self.info, "Adience", "the fold files", skipped)
         test_fold = self.builder_config.test_fold
         return {
-            "train": self._generate_examples("train", [r for r in records if r.fold != test_fold]),
-            "test": self._generate_examples("test", [r for r in records if r.fold == test_fold]),
+            "train": self._generate_examples("train", [r for r in records if r.fold != test_fold], _example),
+            "test": self._generate_examples("test", [r for r in records if r.fold == test_fold], _example),
         }
 
-    def _generate_examples(self, split: str, records: list[FaceRecord]
-                           ) -> Iterator[tuple[str, dict]]:
-        skipped: collections.Counter = collections.Counter()
-        for record in records:
-            if not record.path.is_file():
-                _LOG.warning("Skipping missing image %s (fold %d).", record.path, record.fold)
-                skipped["missing_file"] += 1
-                continue
-            image = load_verified_image(record.path)
-            if image is None:
-                skipped["undecodable"] += 1
-                continue
-            # An RGB JPEG is stored as is; anything else (grey, CMYK, PNG) is re-encoded.
-            encoded = record.path.read_bytes() if image.format == "JPEG" else encode_jpeg(image)
-            yield record.key, {"image": encoded, "label": record.label,
-                               "user_id": record.user_id, "fold": record.fold,
-                               "image_id": record.image_id}
-        record_skips(self.info, "Adience", f"split {split!r}", skipped)
+
+def _example(record: FaceRecord) -> tuple[str, dict] | str:
+    if not record.path.is_file():
+        _LOG.warning("Skipping missing image %s (fold %d).", record.path, record.fold)
+        return "missing_file"
+    image = load_verified_image(record.path)
+    if image is None:
+        return "undecodable"
+    # An RGB JPEG is stored as is; anything else (grey, CMYK, PNG) is re-encoded.
+    encoded = record.path.read_bytes() if image.format == "JPEG" else encode_jpeg(image)
+    return record.key, {"image": encoded, "label": record.label, "user_id": record.user_id, "fold": record.fold,
+                        "image_id": record.image_id}
 
 
 _CITATION = """\

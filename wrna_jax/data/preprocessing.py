@@ -1,4 +1,8 @@
-"""Per-example image preprocessing: fine-grained (ImageNet-style) and CIFAR augmentation.
+"""Per-example preprocessing by family: fine-grained (ImageNet-style), CIFAR and cluttered MNIST.
+
+`PREPROCESSING[family]` makes a dataset's preprocessing from its registry entry and
+`config.dataset`, and says the shape of what it yields (the model's input). A new family is one
+`register_preprocessing` call.
 
 Everything here is pure, stateless TensorFlow, meant to run inside `tf.data` maps. A training
 example carries `rng`, a shape-[2] int64 seed that `pipeline.create_split` derives from
@@ -35,29 +39,27 @@ throughput. Torchvision's PIL-based `Resize` antialiases, so pixel values differ
 from the released PyTorch pipeline when downscaling; `antialias=True` matches PIL's bilinear
 filter to within rounding, at that cost.
 
-CIFAR family (`CifarPreprocess`, the released WRN recipe): train pads 4 pixels of zeros (black,
-before normalisation, as torchvision's `RandomCrop(32, padding=4)`), takes a random 32x32 crop
-and flips left-right with probability 1/2; eval only normalises. Mean and std are the
-dataset's per-channel statistics on [0, 1] pixels.
+CIFAR family (`CifarPreprocess`, the released WRN recipe): train pads 4 pixels by reflection
+(the authors' `np.pad(..., mode='reflect')`), takes a random 32x32 crop and flips left-right
+with probability 1/2; eval only normalises. Mean and std are the dataset's per-channel
+statistics on [0, 1] pixels.
+
+Cluttered-MNIST family: uint8 canvases to [0, 1] floats, nothing random (the canvases are random
+already) and no standardisation (the network starts with BatchNorm).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
-Example = dict[str, tf.Tensor]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
-CIFAR100_STD = (0.2673, 0.2564, 0.2762)
+from wrna_jax.data.pipeline import Example, PreprocessFn
+from wrna_jax.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
+from wrna_jax.data.tensorflow_cpu import tf
 
 # A [y, x, height, width] int32 pixel window from an image's [height, width].
 WindowFn = Callable[[tf.Tensor], tf.Tensor]
@@ -272,8 +274,8 @@ class CifarPreprocess:
     WRN code) / eval (normalise only); a `PreprocessFn`."""
 
     train: bool
-    mean: tuple[float, ...] = CIFAR10_MEAN
-    std: tuple[float, ...] = CIFAR10_STD
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
     padding: int = 4
     image_size: int = 32
     padding_mode: str = "REFLECT"  # tf.pad's mode (numpy's 'reflect'); 'CONSTANT' pads with zeros
@@ -293,3 +295,65 @@ class CifarPreprocess:
             image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         return {"image": normalise(image, self.mean, self.std),
                 "label": tf.cast(example["label"], tf.int32)}
+
+
+def preprocess_cluttered_mnist(example: Mapping[str, tf.Tensor]) -> Example:
+    """uint8 canvas -> float32 (H, W, 1) in [0, 1]; label -> int32."""
+    return {"image": tf.cast(example["image"], tf.float32) / 255.0,
+            "label": tf.cast(example["label"], tf.int32)}
+
+
+# The families -------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+    """A family's preprocessing.
+
+    make(spec, config.dataset, train, ten_crop) -> the per-example function; `ten_crop` overrides
+      the dataset's own setting for evaluation (validation during training uses one crop).
+    shape(spec, config.dataset, builder) -> (H, W, C) of one preprocessed image (of one crop).
+    """
+
+    make: Callable[[DatasetSpec, Mapping[str, Any], bool, bool | None], PreprocessFn]
+    shape: Callable[[DatasetSpec, Mapping[str, Any], Any], tuple[int, ...]]
+
+
+PREPROCESSING: dict[str, Preprocessing] = {}
+
+
+def register_preprocessing(family: str, preprocessing: Preprocessing) -> Preprocessing:
+    if family in PREPROCESSING and PREPROCESSING[family] != preprocessing:
+        raise ValueError(f"Preprocessing family {family!r} is registered twice.")
+    PREPROCESSING[family] = preprocessing
+    return preprocessing
+
+
+def preprocessing(family: str) -> Preprocessing:
+    if family not in PREPROCESSING:
+        raise ValueError(f"Unknown preprocessing family {family!r}; registered: {sorted(PREPROCESSING)}.")
+    return PREPROCESSING[family]
+
+
+def _stored_shape(spec: DatasetSpec, dataset: Mapping[str, Any], builder: Any) -> tuple[int, ...]:
+    return tuple(builder.info.features["image"].shape)
+
+
+def _fine_grained(spec: DatasetSpec, dataset: Mapping[str, Any], train: bool, ten_crop: bool | None) -> PreprocessFn:
+    images = dataset["images"]
+    if images["crop_to_bbox"] and spec.bbox_key is None:
+        raise ValueError(f"{spec.name} has no bounding boxes: set config.dataset.images.crop_to_bbox=False.")
+    ten_crop = images["ten_crop"] if ten_crop is None else ten_crop
+    return FineGrainedPreprocess(
+        train=train, image_size=images["image_size"], resize_size=images["resize_size"],
+        bbox_key=spec.bbox_key if images["crop_to_bbox"] else None, ten_crop=bool(ten_crop) and not train,
+        antialias=images["antialias"], mean=spec.mean, std=spec.std)
+
+
+register_preprocessing("fine_grained", Preprocessing(
+    make=_fine_grained,
+    shape=lambda spec, dataset, builder: (dataset["images"]["image_size"],) * 2 + (3,)))
+register_preprocessing("cifar", Preprocessing(
+    make=lambda spec, dataset, train, ten_crop: CifarPreprocess(train=train, mean=spec.mean, std=spec.std),
+    shape=_stored_shape))
+register_preprocessing("cluttered_mnist", Preprocessing(
+    make=lambda spec, dataset, train, ten_crop: preprocess_cluttered_mnist, shape=_stored_shape))

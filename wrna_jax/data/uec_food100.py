@@ -52,7 +52,7 @@ from etils import epath
 from PIL import Image
 
 from wrna_jax.data.manual import (
-    encode_jpeg, find_manual_root, load_verified_image, read_text, record_skips)
+    FoldConfig, ManualDownloadBuilder, encode_jpeg, find_manual_root, load_verified_image, read_text, record_skips)
 
 NUM_CLASSES = 100
 NUM_FOLDS = 5
@@ -155,27 +155,22 @@ def crop_to_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Ima
 
 
 @dataclasses.dataclass(eq=False)
-class UecFood100Config(tfds.core.BuilderConfig):
+class UecFood100Config(FoldConfig):
     """Which hash fold (0..4) is the test split; leave `name` empty (it becomes `fold<k>`)."""
 
-    name: str = ""
-    test_fold: int = 0
-
     def __post_init__(self) -> None:
-        if not 0 <= self.test_fold < NUM_FOLDS:
-            raise ValueError(f"test_fold={self.test_fold}: must be in 0..{NUM_FOLDS - 1}.")
+        super().__post_init__()
         self.name = self.name or f"fold{self.test_fold}"
         if self.description is None:
             self.description = (f"test = photos whose image_fold is {self.test_fold}, train = "
                                 "the other four folds (about 80/20).")
 
 
-class UecFood100(tfds.core.GeneratorBasedBuilder):
+class UecFood100(ManualDownloadBuilder):
     """UEC Food-100 box crops from the manual download, split by a hash of the photo id."""
 
     name = "uec_food100"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    DATASET = "UEC Food-100"
     BUILDER_CONFIGS = [UecFood100Config(test_fold=k) for k in range(NUM_FOLDS)]
     DEFAULT_BUILDER_CONFIG_NAME = "fold0"
     MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
@@ -184,20 +179,11 @@ class UecFood100(tfds.core.GeneratorBasedBuilder):
     code_path = epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
-            description=("UEC Food-100: 100 mostly Japanese dishes; each example is one dish's "
-                         "bounding-box crop. " + self.builder_config.description),
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-                # Names come from category.txt at preparation (stored with the data).
-                "label": tfds.features.ClassLabel(num_classes=NUM_CLASSES),
-                "image_id": tfds.features.Text(doc="File stem of the source photo."),
-            }),
-            supervised_keys=("image", "label"),
-            homepage=HOMEPAGE,
-            citation=_CITATION,
-            metadata=tfds.core.MetadataDict(),
-        )
+        # Class names come from category.txt at preparation (stored with the data).
+        return self.manual_info(
+            "UEC Food-100: 100 mostly Japanese dishes; each example is one dish's bounding-box crop. "
+            + self.builder_config.description, tfds.features.ClassLabel(num_classes=NUM_CLASSES),
+            {"image_id": tfds.features.Text(doc="File stem of the source photo.")}, HOMEPAGE, _CITATION)
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager
                           ) -> dict[str, Iterator[tuple[str, dict]]]:
@@ -212,30 +198,21 @@ class UecFood100(tfds.core.GeneratorBasedBuilder):
         splits: dict[str, list[BoxRecord]] = {"train": [], "test": []}
         for record in records:
             splits["test" if image_fold(record.image_id) == test_fold else "train"].append(record)
-        return {split: self._generate_examples(split, split_records)
-                for split, split_records in splits.items()}
+        return {split: self._generate_examples(split, split_records, _example) for split, split_records in splits.items()}
 
-    def _generate_examples(self, split: str, records: list[BoxRecord]
-                           ) -> Iterator[tuple[str, dict]]:
-        skipped: collections.Counter = collections.Counter()
-        for record in records:
-            if not record.path.is_file():
-                _LOG.warning("Skipping missing image %s (listed in bb_info.txt).", record.path)
-                skipped["missing_file"] += 1
-                continue
-            image = load_verified_image(record.path)
-            if image is None:
-                skipped["undecodable"] += 1
-                continue
-            crop = crop_to_box(image, record.box)
-            if crop is None:
-                _LOG.warning("Skipping empty box %s of %s (%dx%d).", record.box, record.path,
-                             *image.size)
-                skipped["empty_box"] += 1
-                continue
-            yield record.key, {"image": encode_jpeg(crop), "label": record.label,
-                               "image_id": record.image_id}
-        record_skips(self.info, "UEC Food-100", f"split {split!r}", skipped)
+
+def _example(record: BoxRecord) -> tuple[str, dict] | str:
+    if not record.path.is_file():
+        _LOG.warning("Skipping missing image %s (listed in bb_info.txt).", record.path)
+        return "missing_file"
+    image = load_verified_image(record.path)
+    if image is None:
+        return "undecodable"
+    crop = crop_to_box(image, record.box)
+    if crop is None:
+        _LOG.warning("Skipping empty box %s of %s (%dx%d).", record.box, record.path, *image.size)
+        return "empty_box"
+    return record.key, {"image": encode_jpeg(crop), "label": record.label, "image_id": record.image_id}
 
 
 _CITATION = """\

@@ -15,7 +15,7 @@ Attach points: the final BN-ReLU output (`group3`), then the raw outputs of grou
 group2's first blocks, `group3_preact` and `group2_preact` (dev branch).
 """
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 
 from wrna_jax.models.layers import batch_norm, conv, dense, torch_default
 from wrna_jax.models.outputs import BackboneOutput
+from wrna_jax.models.registry import Backbone, register_backbone
 
 LAYOUTS = ("zagoruyko", "authors")
 
@@ -54,21 +55,13 @@ class PreActBlock(nn.Module):
         return x + y, pre
 
 
-class CifarWRN(nn.Module):
+class CifarWRN(Backbone):
     """WRN-depth-width; depth must be 6n+4."""
 
-    num_classes: int
     depth: int = 28
     width: int = 10
     dropout: float = 0.0
     layout: str = "zagoruyko"
-    dtype: Any = jnp.float32
-    bn_group_size: int | None = None
-
-    @property
-    def classifier(self) -> str:
-        """Name of the backbone's own classifier layer (it trains at the head learning rate)."""
-        return "fc"
 
     @property
     def attach_points(self) -> dict[str, tuple[str, ...]]:
@@ -102,3 +95,19 @@ class CifarWRN(nn.Module):
         logits = dense(self.num_classes, pooled.shape[-1], kernel_init=torch_default, dtype=self.dtype,
                        name="fc")(pooled)
         return BackboneOutput(features=features, pooled=pooled, logits=logits)
+
+
+@register_backbone("cifar_wrn")
+def build(model: Mapping[str, Any], dtype: Any, bn_group_size: int | None) -> CifarWRN:
+    """WRN-d-k: `model.depth` d (6n+4), `model.width` k, `model.dropout`, `model.layout`."""
+    depth = int(model["depth"])
+    if depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"model.depth={depth} is not a valid WRN depth: use 6n+4 with n >= 1 "
+                         "(10, 16, 22, 28, 34, 40, ...).")
+    if model["layout"] not in LAYOUTS:
+        raise ValueError(f"Unknown model.layout {model['layout']!r}; valid choices are "
+                         f"{', '.join(map(repr, LAYOUTS))}.")
+    if not 0 <= model["dropout"] < 1:
+        raise ValueError(f"model.dropout={model['dropout']!r}: use a probability in [0, 1).")
+    return CifarWRN(num_classes=int(model["num_classes"]), depth=depth, width=int(model["width"]),
+                    dropout=float(model["dropout"]), layout=model["layout"], dtype=dtype, bn_group_size=bn_group_size)

@@ -1,11 +1,10 @@
 """`create_model(config)`: the one place a config becomes a Flax module, after validation.
 
 Config fields read (ml_collections.ConfigDict; defaults in configs/default.py):
-  model.backbone     'imagenet_resnet' | 'cifar_wrn' | 'mnist_cnn'
-  model.depth, model.width   ResNet depth (50/101/152) and width factor, or WRN-d-k's d and k
-  model.dropout, model.layout   CIFAR WRN dropout and layout ('zagoruyko' | 'authors')
+  model.backbone     a registered backbone (models/registry.py): 'imagenet_resnet', 'cifar_wrn',
+                     'mnist_cnn', ...; its builder reads the fields it needs (depth, width, ...)
   model.num_classes;  model.dtype 'float32' | 'bfloat16';  model.bn_group_size (None: the batch)
-  model.stn, model.conv_bias    mnist_cnn only: an STN in front; conv biases (old checkpoints)
+  model.stn          a spatial transformer in front (backbones registered with stn=True)
   attention.preset   'paper' | 'released' | 'attend_rectify' (docs/method.md)
   attention.depth (AD, 0 = plain backbone), attention.width (AW), attention.gates
   attention.mask_fn, reduction, mask_kernel, channel_reduction, attended_bn, shared_projection,
@@ -19,10 +18,8 @@ import jax.numpy as jnp
 
 from wrna_jax.models.attention import (GATE_FUNCTIONS, MASK_FUNCTIONS, OUTPUTS, REDUCTIONS, REGULARIZER_NORMS,
                                        AttentionSpec)
-from wrna_jax.models.cifar_wrn import LAYOUTS, CifarWRN
-from wrna_jax.models.mnist_cnn import MnistCNN
 from wrna_jax.models.network import AttentionNetwork, attach_points
-from wrna_jax.models.resnet import STAGE_SIZES, ResNet
+from wrna_jax.models.registry import backbone_entry
 
 # Everything a preset fixes (docs/method.md). Fields with a config override take the preset's value
 # when the config leaves them None; `module`, `attach` and `regularizer_pool` define the preset.
@@ -43,7 +40,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 OVERRIDABLE = ("mask_fn", "mask_kernel", "reduction", "channel_reduction", "attended_bn", "shared_projection",
                "gate_bn", "gate_fn", "output", "regularizer_norm")
-BACKBONES = ("imagenet_resnet", "cifar_wrn", "mnist_cnn")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _CHOICES = {"mask_fn": MASK_FUNCTIONS, "reduction": REDUCTIONS, "mask_kernel": (1, 3),
             "regularizer_norm": REGULARIZER_NORMS, "gate_fn": GATE_FUNCTIONS, "output": OUTPUTS}
@@ -64,31 +60,20 @@ def _bn_group_size(model_config: Mapping[str, Any]) -> int | None:
 
 
 def create_backbone(model_config: Mapping[str, Any]) -> nn.Module:
-    """The backbone module named by `model_config.backbone`, validated."""
-    name = _choose("model.backbone", model_config["backbone"], BACKBONES)
-    dtype = DTYPES[_choose("model.dtype", model_config["dtype"], tuple(DTYPES))]
-    num_classes = int(model_config["num_classes"])
-    if num_classes < 2:
-        raise ValueError(f"model.num_classes must be at least 2, got {num_classes}.")
+    """The registered backbone named by `model_config.backbone` (with `num_classes` set),
+    validated."""
+    entry = backbone_entry(model_config["backbone"])
+    _choose("model.dtype", model_config["dtype"], tuple(DTYPES))
+    num_classes = model_config["num_classes"]
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"model.num_classes must be a whole number of at least 2, got {num_classes!r}.")
     stn = model_config["stn"] or False
     if not isinstance(stn, bool):
         raise ValueError(f"model.stn={stn!r}: use True or False.")
-    if stn and name != "mnist_cnn":
-        raise ValueError(f"model.stn=True is only implemented for the 'mnist_cnn' backbone, not {name!r}.")
-    groups = _bn_group_size(model_config)
-    if name == "imagenet_resnet":
-        depth = _choose("model.depth for imagenet_resnet", model_config["depth"], tuple(STAGE_SIZES))
-        return ResNet(num_classes, STAGE_SIZES[depth], int(model_config["width"]), dtype, groups)
-    if name == "cifar_wrn":
-        depth = int(model_config["depth"])
-        if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"model.depth={depth} is not a valid WRN depth: use 6n+4 with n >= 1 "
-                             "(10, 16, 22, 28, 34, 40, ...).")
-        layout = _choose("model.layout", model_config["layout"], LAYOUTS)
-        return CifarWRN(num_classes, depth, int(model_config["width"]), float(model_config["dropout"]),
-                        layout, dtype, groups)
-    return MnistCNN(num_classes, dtype=dtype, stn=stn, conv_bias=bool(model_config["conv_bias"]),
-                    bn_group_size=groups)
+    if stn and not entry.stn:
+        raise ValueError(f"model.stn=True is not implemented for the {entry.name!r} backbone (only for "
+                         "'mnist_cnn').")
+    return entry.build(model_config, DTYPES[model_config["dtype"]], _bn_group_size(model_config))
 
 
 def _preset(attention_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,13 +120,24 @@ def attention_spec(attention_config: Mapping[str, Any], backbone: nn.Module,
     return spec
 
 
+def num_classes(config: Mapping[str, Any]) -> int:
+    """`config.model.num_classes`, or (None) the number of classes of `config.dataset`."""
+    classes = config["model"]["num_classes"]
+    if classes is None:
+        from wrna_jax.data.registry import dataset_spec  # (TensorFlow-free)
+
+        classes = dataset_spec(config["dataset"]).num_classes
+    return classes
+
+
 def create_model(config: Mapping[str, Any]) -> AttentionNetwork:
-    """The full model for `config` (reads `config.model` and `config.attention`).
+    """The full model for `config` (reads `config.model` and `config.attention`; the number of
+    classes from `config.dataset` when `model.num_classes` is None).
 
     Raises ValueError naming the valid choices for any unknown or out-of-range setting, so
     a bad config fails here, before anything is compiled.
     """
-    backbone = create_backbone(config["model"])
+    backbone = create_backbone({**dict(config["model"]), "num_classes": num_classes(config)})
     spec = attention_spec(config["attention"], backbone, backbone.bn_group_size)
     return AttentionNetwork(backbone=backbone, spec=spec, num_classes=backbone.num_classes,
                             dtype=backbone.dtype)

@@ -10,7 +10,7 @@ With `stn=True` a spatial transformer (wrna_jax/models/stn.py) resamples the inp
 paper's STN baseline (Figure 4e).
 """
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from wrna_jax.models.layers import batch_norm, conv, dense, max_pool
 from wrna_jax.models.outputs import BackboneOutput
+from wrna_jax.models.registry import Backbone, register_backbone
 from wrna_jax.models.stn import SpatialTransformer
 
 # (features, kernel, padding, max-pool after the conv)
@@ -25,20 +26,14 @@ CONV_LAYERS = ((32, 5, 0, True), (64, 3, 0, True), (128, 3, 0, False), (128, 3, 
                (128, 3, 0, False))
 
 
-class MnistCNN(nn.Module):
+class MnistCNN(Backbone):
     """Attention attaches after conv5, conv4, conv3, conv2, conv1 as AD goes 1..5 (every scheme)."""
 
-    num_classes: int = 10
     hidden: int = 256
-    dtype: Any = jnp.float32
     stn: bool = False
     conv_bias: bool = False
-    bn_group_size: int | None = None
 
-    @property
-    def classifier(self) -> str:
-        """Name of the backbone's own classifier layer (it trains at the head learning rate)."""
-        return "fc2"
+    classifier = "fc2"
 
     @property
     def attach_points(self) -> dict[str, tuple[str, ...]]:
@@ -62,3 +57,10 @@ class MnistCNN(nn.Module):
         pooled = norm(f"bn{len(CONV_LAYERS) + 2}")(nn.relu(x))
         logits = dense(self.num_classes, self.hidden, dtype=self.dtype, name="fc2")(pooled)
         return BackboneOutput(features=features, pooled=pooled, logits=logits)
+
+
+@register_backbone("mnist_cnn", stn=True)
+def build(model: Mapping[str, Any], dtype: Any, bn_group_size: int | None) -> MnistCNN:
+    """The cluttered-MNIST CNN; `model.stn`: a spatial transformer in front, `model.conv_bias`."""
+    return MnistCNN(num_classes=int(model["num_classes"]), dtype=dtype, stn=bool(model["stn"]),
+                    conv_bias=bool(model["conv_bias"]), bn_group_size=bn_group_size)

@@ -1,17 +1,29 @@
-"""Weights from PyTorch: ImageNet ResNets for fine-tuning and the authors' released checkpoints.
+"""Weights from PyTorch: pretrained backbones for fine-tuning and the authors' checkpoints.
 
-files.py reads state dicts (.safetensors with numpy, .pth with torch), mapping.py converts
-them strictly (key names, layouts), pretrained.py stores a converted ImageNet backbone and
-initialises training from it (`config.init_from`), released.py imports the released code's
-attention networks. `python -m wrna_jax.convert SRC DST` converts from the command line.
+files.py reads state dicts (.safetensors with numpy, .pth with torch), mapping.py converts them
+strictly (key names, layouts; the backbones' own rules live with them in wrna_jax/models),
+pretrained.py stores a converted backbone and initialises training from it
+(`config.init_from`), released.py imports the authors' attention networks.
+`python -m wrna_jax.convert SRC DST` converts from the command line.
+
+The names below load their module on first use: the backbones import `mapping` while this
+package's `pretrained` imports the backbones.
 """
 
-from wrna_jax.weights.files import load_state_dict, save_safetensors
-from wrna_jax.weights.mapping import WeightMismatchError
-from wrna_jax.weights.pretrained import (TORCHVISION_URL, BackboneInfo, apply_init_from,
-                                         check_init_from, convert_resnet, load_backbone, save_backbone)
-from wrna_jax.weights.released import convert_released, load_released, released_config
+import importlib
+from typing import Any
 
-__all__ = ["load_state_dict", "save_safetensors", "WeightMismatchError",
-           "TORCHVISION_URL", "BackboneInfo", "apply_init_from", "check_init_from", "convert_resnet",
-           "load_backbone", "save_backbone", "convert_released", "load_released", "released_config"]
+_EXPORTS = {
+    "load_state_dict": "files", "save_safetensors": "files",
+    "WeightMismatchError": "mapping",
+    "apply_init_from": "pretrained", "check_init_from": "pretrained", "convert_backbone": "pretrained",
+    "load_backbone": "pretrained", "save_backbone": "pretrained",
+    "convert_released": "released", "load_released": "released", "released_config": "released",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -13,7 +13,6 @@ where our NHWC models flatten (H, W, C), so its input axis is reordered too.
 """
 
 import dataclasses
-import re
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import flax
@@ -151,80 +150,3 @@ def leaf_rule(target: Path, shape: tuple[int, ...], module_key: str) -> Rule:
         return Rule(target, ((f"{module_key}.weight", torch_shape(leaf, shape)),), fn)
     name, fn = LEAVES[(collection, leaf)]
     return Rule(target, ((f"{module_key}.{name}", shape),), fn)
-
-
-# ResNet (torchvision / timm naming, or the released code's) --------------------------------
-
-# Naming of the ResNet modules: torchvision/timm (`layer1.0`, `downsample.0`, `fc`) or the
-# authors' released WRN-50-2 (`group0.layer.0`, `shortcut_conv`, `linear`).
-RESNET_NAMINGS = ("torchvision", "released")
-
-
-def resnet_module_key(path: Sequence[str], naming: str = "torchvision") -> str:
-    """PyTorch module name of a ResNet submodule path such as ('layer3_2', 'conv1')."""
-    parts = []
-    for name in path:
-        block = re.fullmatch(r"layer(\d+)_(\d+)", name)
-        if block and naming == "torchvision":
-            name = f"layer{block[1]}.{block[2]}"
-        elif block:
-            name = f"group{int(block[1]) - 1}.layer.{block[2]}"
-        elif name in ("downsample_conv", "downsample_bn"):
-            name = ({"downsample_conv": "downsample.0", "downsample_bn": "downsample.1"}[name]
-                    if naming == "torchvision" else name.replace("downsample", "shortcut"))
-        elif name == "fc" and naming == "released":
-            name = "linear"
-        parts.append(name)
-    return ".".join(parts)
-
-
-def resnet_rules(template: Mapping[Path, tuple[int, ...]], naming: str = "torchvision",
-                 prefix: Path = ()) -> list[Rule]:
-    """Rules for every variable of a `ResNet` under `prefix` (e.g. ('backbone',)) in `template`."""
-    rules = []
-    for target, shape in template.items():
-        module_path = target[1:-1]
-        if tuple(module_path[:len(prefix)]) != tuple(prefix):
-            continue
-        rules.append(leaf_rule(target, shape, resnet_module_key(module_path[len(prefix):], naming)))
-    return rules
-
-
-@dataclasses.dataclass(frozen=True)
-class ResNetLayout:
-    """What a ResNet state dict's keys and shapes say about the network."""
-
-    stage_sizes: tuple[int, ...]
-    width: int
-    num_classes: int
-
-
-def infer_resnet_layout(state_dict: Mapping[str, np.ndarray], naming: str = "torchvision") -> ResNetLayout:
-    """Stage sizes, width factor and classes of a bottleneck ResNet state dict."""
-    if naming == "torchvision":
-        pattern, first, classifier = r"layer(\d+)\.(\d+)\.", "layer1.0.conv1.weight", "fc.weight"
-        stage_base = 1
-    else:
-        pattern, first, classifier = r"group(\d+)\.layer\.(\d+)\.", "group0.layer.0.conv1.weight", "linear.weight"
-        stage_base = 0
-    if first not in state_dict:
-        raise ValueError(f"This does not look like a {naming} ResNet state dict: there is no {first!r} "
-                         f"(its first keys: {', '.join(list(state_dict)[:5])}).")
-    if f"{first.rsplit('.', 2)[0]}.conv3.weight" not in state_dict:
-        raise ValueError("Only bottleneck ResNets (resnet50/101/152, wide_resnet50_2/101_2) are "
-                         "supported; this state dict has basic blocks (resnet18/34).")
-    blocks: dict[int, int] = {}
-    for key in state_dict:
-        match = re.match(pattern, key)
-        if match:
-            stage, block = int(match[1]) - stage_base, int(match[2])
-            blocks[stage] = max(blocks.get(stage, 0), block + 1)
-    stage_sizes = tuple(blocks[s] for s in sorted(blocks))
-    if sorted(blocks) != list(range(len(blocks))):
-        raise ValueError(f"The state dict has ResNet stages {sorted(blocks)}: some are missing.")
-    inner = state_dict[first].shape[0]
-    if inner % 64:
-        raise ValueError(f"{first} has {inner} output channels, not a multiple of 64.")
-    if classifier not in state_dict:
-        raise ValueError(f"The state dict has no classifier {classifier!r}; it may be truncated.")
-    return ResNetLayout(stage_sizes, inner // 64, int(state_dict[classifier].shape[0]))

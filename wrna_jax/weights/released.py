@@ -38,8 +38,7 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
-from wrna_jax.models import create_model
-from wrna_jax.models.resnet import STAGE_SIZES
+from wrna_jax.models import create_model, resnet
 from wrna_jax.weights import files, mapping
 from wrna_jax.weights.mapping import Path, Rule
 
@@ -136,11 +135,8 @@ def released_config(state_dict: Mapping[str, np.ndarray],
         model["num_classes"] = int(state_dict["fc2.weight"].shape[0])
         model["conv_bias"] = "conv1.bias" in state_dict
     else:
-        layout = mapping.infer_resnet_layout(state_dict, naming)
-        depths = {v: k for k, v in STAGE_SIZES.items()}
-        if layout.stage_sizes not in depths:
-            raise ValueError(f"ResNet stage sizes {layout.stage_sizes} are not ResNet-50/101/152.")
-        model.update(depth=depths[layout.stage_sizes], width=layout.width, num_classes=layout.num_classes)
+        layout = resnet.torch_layout(state_dict, naming)
+        model.update(depth=layout.depth, width=layout.width, num_classes=layout.num_classes)
     config.model.update(model)
     attention = dict(depth=depth, width=width, mask_fn=mask_fn, reduction=None, mask_kernel=None,
                      channel_reduction=None, attended_bn=None, shared_projection=None, gate_bn=None,
@@ -265,7 +261,7 @@ def convert_released(state_dict: Mapping[str, np.ndarray],
         rules = _mnist_rules(template)
         theirs = {f"conv{i}": f"att{i}" for i in range(1, 6)}
     else:
-        rules = mapping.resnet_rules(template, naming, prefix=("backbone",))
+        rules = resnet.torch_rules(template, naming, prefix=("backbone",))
         theirs = {layer: f"att{i}" for i, layer in RESNET_MODULE_LAYER.items()}
     for point in model.attached:
         if generation == "dev":

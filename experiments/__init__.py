@@ -1,0 +1,1 @@
+"""Studies and comparisons that train models (benchmarks/ measures speed and cost only)."""

@@ -1,0 +1,25 @@
+"""The project's datasets (TFDS catalogue datasets, the manual-download builders of this package,
+and cluttered MNIST, generated here)."""
+
+from wrna_jax.data.registry import DatasetSpec, register_dataset
+
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+
+for spec in (
+    DatasetSpec("cluttered_mnist", 10, "cluttered_mnist", eval_split="validation",
+                prepare="wrna_jax.data.cluttered_mnist:prepare"),
+    # Fine-grained: no official validation split; the released code evaluated on test.
+    DatasetSpec("stanford_dogs", 120, "fine_grained", bbox_key="objects/bbox"),
+    DatasetSpec("caltech_birds2011", 200, "fine_grained", bbox_key="bbox"),
+    DatasetSpec("cars196", 196, "fine_grained", bbox_key="bbox"),
+    DatasetSpec("food101", 101, "fine_grained", eval_split="validation", test_split="validation"),
+    DatasetSpec("uec_food100", 100, "fine_grained", tfds_name="uec_food100/fold{fold}",
+                module="wrna_jax.data.uec_food100"),
+    DatasetSpec("adience_age", 8, "fine_grained", tfds_name="adience/age_fold{fold}", module="wrna_jax.data.adience"),
+    DatasetSpec("adience_gender", 2, "fine_grained", tfds_name="adience/gender_fold{fold}",
+                module="wrna_jax.data.adience"),
+    DatasetSpec("cifar10", 10, "cifar", mean=CIFAR10_MEAN, std=CIFAR10_STD),
+    DatasetSpec("cifar100", 100, "cifar", mean=CIFAR100_MEAN, std=CIFAR100_STD),
+):
+    register_dataset(spec)

@@ -1,0 +1,105 @@
+"""Evaluators that eval.py runs after the split's metrics, as `config.evals` asks: a mapping from
+an evaluator's name to its settings (big_vision's `config.evals` idea), e.g.
+
+    config.evals = {"attention_masks": {"examples": 8}, "distractor_sweep": {"distractors": (4, 8, 16)}}
+
+An evaluator is `fn(context, settings) -> dict` of results to add to eval_results.json (a
+'figures' entry maps figure names to the PNG files it wrote); `register_evaluator` adds one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+from absl import logging
+
+from wrna_jax import distributed, parallel, plots
+from wrna_jax.data.input import Input, create_input
+from wrna_jax.evaluate import build_eval_batches, run_evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What an evaluator may use: the run's config, model and mesh, the evaluated dataset and
+    split, the restored variables, the compiled eval step and where to write."""
+
+    config: Any
+    model: Any
+    mesh: jax.sharding.Mesh
+    data: Input
+    split: str
+    variables: Any
+    step_fn: Any
+    output_dir: str
+
+
+Evaluator = Callable[[Context, Mapping[str, Any]], dict[str, Any]]
+EVALUATORS: dict[str, Evaluator] = {}
+
+
+def register_evaluator(name: str) -> Callable[[Evaluator], Evaluator]:
+    def register(fn: Evaluator) -> Evaluator:
+        EVALUATORS[name] = fn
+        return fn
+
+    return register
+
+
+def evaluator(name: str) -> Evaluator:
+    if name not in EVALUATORS:
+        raise ValueError(f"Unknown evaluator config.evals.{name}; valid choices are "
+                         f"{', '.join(map(repr, sorted(EVALUATORS)))}.")
+    return EVALUATORS[name]
+
+
+@register_evaluator("attention_masks")
+def attention_masks(context: Context, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The attention masks of every module and head over the first `examples` images of the
+    split (the paper's Figure 3): attention_masks.png."""
+    count = int(settings["examples"])
+    batch = next(iter(build_eval_batches(context.data, context.split, context.config, context.mesh)))
+    _, out = context.step_fn(context.variables, batch)
+    # The step is one global computation, so every process runs it; the first examples are
+    # replicated (a small copy, readable on every process) and process 0 draws them.
+    first = jax.jit(lambda tree: jax.tree.map(lambda a: a[:count], tree),
+                    out_shardings=parallel.replicated(context.mesh))
+    shown = jax.device_get(first({"image": batch["image"], "label": batch["label"], "mask": batch["mask"],
+                                  "log_probs": out.log_probs, "masks": out.masks}))
+    if jax.process_index() != 0 or not shown["masks"]:
+        return {}
+    count = min(count, int(np.sum(shown["mask"])))
+    images = np.asarray(shown["image"])[:count]
+    if images.ndim == 5:  # ten crops: the centre one
+        images = images[:, min(4, images.shape[1] - 1)]
+    path = plots.plot_attention_masks(
+        images, {name: np.asarray(m)[:count] for name, m in shown["masks"].items()},
+        np.asarray(shown["label"])[:count], np.asarray(shown["log_probs"]).argmax(-1)[:count],
+        os.path.join(context.output_dir, "attention_masks.png"))
+    return {"figures": {"attention_masks": path}}
+
+
+@register_evaluator("distractor_sweep")
+def distractor_sweep(context: Context, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Cluttered MNIST: test accuracy against the number of distractors D (the paper's Figure 4e),
+    on test sets generated for each D with the run's data settings: accuracy_vs_distractors.{md,png}."""
+    sweep = {}
+    for d in settings["distractors"]:
+        with distributed.process_0_first(f"preparing the D={d} test set"):
+            data = create_input(context.config.dataset, num_distractors=int(d), num_train=1, num_validation=1)
+        sweep[int(d)] = run_evaluation(context.step_fn, context.variables,
+                                       build_eval_batches(data, "test", context.config, context.mesh),
+                                       context.model.hypothesis_names, context.model.num_classes)["accuracy"]
+        logging.info("D=%d: test accuracy %.4f", d, sweep[int(d)])
+    results: dict[str, Any] = {"accuracy_vs_distractors": {str(d): acc for d, acc in sweep.items()}}
+    if jax.process_index() == 0:
+        results["figures"] = {"accuracy_vs_distractors": plots.plot_accuracy_vs_distractors(
+            {"model": sweep}, os.path.join(context.output_dir, "accuracy_vs_distractors.png"))}
+        table = plots.distractor_table({"model": sweep})
+        with open(os.path.join(context.output_dir, "accuracy_vs_distractors.md"), "w") as f:
+            f.write(table)
+        print(table)
+    return results
