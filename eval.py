@@ -24,7 +24,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    distributed.initialize(FLAGS.config.get("distributed", {}))
+    distributed.initialize(FLAGS.config.distributed)
     results = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.split,
                                   FLAGS.output_dir)
     print(json.dumps({k: v for k, v in results.items() if k != "hypothesis_accuracy"}, indent=2))

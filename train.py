@@ -20,7 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    distributed.initialize(FLAGS.config.get("distributed", {}))
+    distributed.initialize(FLAGS.config.distributed)
     train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

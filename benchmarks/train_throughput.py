@@ -1,8 +1,8 @@
 """Training throughput (images/s) and model FLOPs utilisation of WRN-50-2 at 224x224: the plain
-backbone and both attention presets, as the fine-grained configs build them.
+backbone and the three attention presets, as the fine-grained configs build them.
 
     python benchmarks/train_throughput.py [--batch 128] [--dtype bfloat16] [--steps 20]
-        [--variants plain,paper,released] [--feeds device,host,pipeline]
+        [--variants plain,paper,released,attend_rectify] [--feeds device,host,pipeline]
 
 Feeds: `device` times the train step alone on batches already on the devices (rotating among
 three, so nothing is served from cache); `host` adds the per-step host-to-device copy of numpy
@@ -43,16 +43,24 @@ from wrna_jax.steps import make_train_step  # noqa: E402
 # i.e. TF32 tensor cores). Datasheet figures (SXM parts).
 PEAK_TFLOPS = {"H200": (989.0, 494.5), "H100": (989.0, 494.5), "A100": (312.0, 156.0),
                "L40S": (362.0, 183.0), "V100": (125.0, 15.7)}
-VARIANTS = ("plain", "paper", "released")
+VARIANTS = ("plain", "paper", "released", "attend_rectify")
 FEEDS = ("device", "host", "pipeline")
 
 
 def variant_config(variant: str, batch: int, dtype: str):
-    """The Stanford Dogs config (120 classes) for `variant`: 'plain' (AD=0), 'paper'
-    (AD=2, AW=2, avg reduction) or 'released' (AD=3, AW=2, projection)."""
+    """The Stanford Dogs config (120 classes) for `variant`: 'plain' (the backbone, AD=0),
+    'paper' (the paper's recipe: AD=2, AW=2, avg reduction), 'released' (the master-branch
+    module: AD=3, AW=2, projection) or 'attend_rectify' (the dev-branch module of the default
+    recipe: AD=3, AW=2). BatchNorm statistics use the recipe's groups (32 images) when they
+    divide the batch, else the whole batch."""
     config = dogs.get_config("paper" if variant == "paper" else None)
     if variant == "plain":
         config.attention.depth = 0
+    elif variant == "released":
+        config.attention.preset = "released"
+    group = config.model.bn_group_size
+    if group and batch % group:
+        config.model.bn_group_size = None
     config.model.dtype = dtype
     config.batch_size = batch
     config.init_from = None

@@ -1,7 +1,7 @@
 """Accuracy against the number of distractors for several evaluated cluttered-MNIST runs, as
 one table and one plot (the paper's Figure 4e).
 
-    python benchmarks/compare_runs.py attention=runs/cluttered_mnist baseline=runs/baseline \\
+    python experiments/compare_runs.py attention=runs/cluttered_mnist baseline=runs/baseline \\
         --out runs/compare
 
 Each run must have been evaluated with eval.py (it reads <workdir>/eval_best/eval_results.json).
@@ -28,7 +28,8 @@ def main() -> None:
         path = os.path.join(workdir, f"eval_{args.checkpoint}", "eval_results.json")
         if not os.path.exists(path):
             raise SystemExit(f"{path} not found: run eval.py on {workdir} first.")
-        sweep = json.load(open(path)).get("accuracy_vs_distractors")
+        with open(path) as f:
+            sweep = json.load(f).get("accuracy_vs_distractors")
         if not sweep:
             raise SystemExit(f"{path} has no accuracy_vs_distractors: not a cluttered-MNIST evaluation.")
         curves[label] = {int(d): acc for d, acc in sweep.items()}

@@ -55,7 +55,7 @@ def _local_device_ids(value: Any) -> list[int] | None:
 
 def _explicit(distributed: Mapping[str, Any], environ: Mapping[str, str], key: str, env: str,
               cast: Any) -> Any:
-    value = distributed.get(key)
+    value = distributed[key]
     if value is None and environ.get(env):
         try:
             value = cast(environ[env])
@@ -75,7 +75,7 @@ def settings_for(distributed: Mapping[str, Any],
     coordinator = _explicit(distributed, environ, "coordinator_address", "JAX_COORDINATOR_ADDRESS", str)
     num_processes = _explicit(distributed, environ, "num_processes", "JAX_NUM_PROCESSES", int)
     process_id = _explicit(distributed, environ, "process_id", "JAX_PROCESS_ID", int)
-    timeout = distributed.get("initialization_timeout", 300)
+    timeout = distributed["initialization_timeout"]
     if not isinstance(timeout, int) or timeout < 1:
         raise ValueError(f"config.distributed.initialization_timeout={timeout!r}: use a positive "
                          "whole number of seconds.")
@@ -96,7 +96,7 @@ def settings_for(distributed: Mapping[str, Any],
             f"coordinator_address={coordinator!r}, num_processes={num_processes!r}, "
             f"process_id={process_id!r}.")
     return dict(coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-                local_device_ids=_local_device_ids(distributed.get("local_device_ids")),
+                local_device_ids=_local_device_ids(distributed["local_device_ids"]),
                 initialization_timeout=timeout)
 
 

@@ -20,6 +20,7 @@ from absl import logging
 from wrna_jax import distributed, parallel, plots
 from wrna_jax.data.input import Input, create_input
 from wrna_jax.evaluate import build_eval_batches, run_evaluation
+from wrna_jax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,21 +39,15 @@ class Context:
 
 
 Evaluator = Callable[[Context, Mapping[str, Any]], dict[str, Any]]
-EVALUATORS: dict[str, Evaluator] = {}
+EVALUATORS: Registry[Evaluator] = Registry("config.evals entry")
 
 
 def register_evaluator(name: str) -> Callable[[Evaluator], Evaluator]:
-    def register(fn: Evaluator) -> Evaluator:
-        EVALUATORS[name] = fn
-        return fn
-
-    return register
+    """Decorator registering `fn(context, settings) -> results` as the evaluator `name`."""
+    return lambda fn: EVALUATORS.add(name, fn)
 
 
 def evaluator(name: str) -> Evaluator:
-    if name not in EVALUATORS:
-        raise ValueError(f"Unknown evaluator config.evals.{name}; valid choices are "
-                         f"{', '.join(map(repr, sorted(EVALUATORS)))}.")
     return EVALUATORS[name]
 
 

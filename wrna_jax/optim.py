@@ -30,7 +30,7 @@ def learning_rate_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> o
                                        float(schedule["factor"]), staircase=True)
     else:
         raise ValueError(f"Unknown schedule.kind {kind!r}; valid choices are {', '.join(map(repr, SCHEDULES))}.")
-    warmup = int(round(float(schedule.get("warmup_epochs", 0.0)) * steps_per_epoch))
+    warmup = int(round(float(schedule["warmup_epochs"]) * steps_per_epoch))
     if warmup <= 0:
         return main
     ramp = optax.linear_schedule(0.0, base, warmup)

@@ -116,7 +116,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
 
 def check_grad_accum(config: ml_collections.ConfigDict, num_devices: int) -> int:
     """`config.grad_accum_steps`, or a clear error when the batch cannot be split that way."""
-    k = config.get("grad_accum_steps", 1)
+    k = config.grad_accum_steps
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"config.grad_accum_steps={k!r}: use a positive integer (1 = no accumulation).")
     unit = num_devices * k

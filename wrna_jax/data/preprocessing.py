@@ -60,6 +60,7 @@ import tensorflow_datasets as tfds
 from wrna_jax.data.pipeline import Example, PreprocessFn
 from wrna_jax.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
 from wrna_jax.data.tensorflow_cpu import tf
+from wrna_jax.registry import Registry
 
 # A [y, x, height, width] int32 pixel window from an image's [height, width].
 WindowFn = Callable[[tf.Tensor], tf.Tensor]
@@ -318,19 +319,14 @@ class Preprocessing:
     shape: Callable[[DatasetSpec, Mapping[str, Any], Any], tuple[int, ...]]
 
 
-PREPROCESSING: dict[str, Preprocessing] = {}
+PREPROCESSING: Registry[Preprocessing] = Registry("preprocessing family")
 
 
 def register_preprocessing(family: str, preprocessing: Preprocessing) -> Preprocessing:
-    if family in PREPROCESSING and PREPROCESSING[family] != preprocessing:
-        raise ValueError(f"Preprocessing family {family!r} is registered twice.")
-    PREPROCESSING[family] = preprocessing
-    return preprocessing
+    return PREPROCESSING.add(family, preprocessing)
 
 
 def preprocessing(family: str) -> Preprocessing:
-    if family not in PREPROCESSING:
-        raise ValueError(f"Unknown preprocessing family {family!r}; registered: {sorted(PREPROCESSING)}.")
     return PREPROCESSING[family]
 
 

@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import pkgutil
 from typing import Any, Mapping
+from wrna_jax.registry import Registry
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,34 +60,21 @@ class DatasetSpec:
         return dataset.get(field) or getattr(self, field)
 
 
-DATASETS: dict[str, DatasetSpec] = {}
-_DISCOVERED = False
+def _discover() -> None:
+    """Imports every module of this package, so new dataset files register themselves."""
+    package = importlib.import_module("wrna_jax.data")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"wrna_jax.data.{module.name}")
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset.name", discover=_discover)
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    if spec.name in DATASETS and DATASETS[spec.name] != spec:
-        raise ValueError(f"Dataset {spec.name!r} is registered twice.")
-    DATASETS[spec.name] = spec
-    return spec
-
-
-def _discover() -> None:
-    """Imports every module of this package once, so new dataset files register themselves."""
-    global _DISCOVERED
-    if not _DISCOVERED:
-        _DISCOVERED = True
-        package = importlib.import_module("wrna_jax.data")
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"wrna_jax.data.{module.name}")
+    return DATASETS.add(spec.name, spec)
 
 
 def dataset_spec(dataset: Mapping[str, Any] | str) -> DatasetSpec:
     """The registry entry of `config.dataset` (or of a dataset name)."""
-    name = dataset if isinstance(dataset, str) else dataset["name"]
     importlib.import_module("wrna_jax.data.catalogue")
-    if name not in DATASETS:
-        _discover()
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset.name {name!r}; valid choices are "
-                         f"{', '.join(map(repr, sorted(DATASETS)))}.")
-    return DATASETS[name]
+    return DATASETS[dataset if isinstance(dataset, str) else dataset["name"]]

@@ -158,12 +158,9 @@ def crop_to_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Ima
 class UecFood100Config(FoldConfig):
     """Which hash fold (0..4) is the test split; leave `name` empty (it becomes `fold<k>`)."""
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.name = self.name or f"fold{self.test_fold}"
-        if self.description is None:
-            self.description = (f"test = photos whose image_fold is {self.test_fold}, train = "
-                                "the other four folds (about 80/20).")
+    def default_description(self) -> str:
+        return (f"test = photos whose image_fold is {self.test_fold}, train = the other four "
+                "folds (about 80/20).")
 
 
 class UecFood100(ManualDownloadBuilder):

@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+from wrna_jax.registry import Registry
 
 
 class Backbone(nn.Module):
@@ -74,16 +75,14 @@ class BackboneEntry:
     stn: bool = False
 
 
-BACKBONES: dict[str, BackboneEntry] = {}
+BACKBONES: Registry[BackboneEntry] = Registry("model.backbone")
 
 
 def register_backbone(name: str, *, pretrained: PretrainedWeights | None = None, stn: bool = False) -> Callable:
     """Decorator registering `build(model_config, dtype, bn_group_size) -> Backbone` as `name`."""
 
     def register(build: Callable) -> Callable:
-        if name in BACKBONES and BACKBONES[name].build is not build:
-            raise ValueError(f"Backbone {name!r} is registered twice.")
-        BACKBONES[name] = BackboneEntry(name, build, pretrained, stn)
+        BACKBONES.add(name, BackboneEntry(name, build, pretrained, stn))
         return build
 
     return register
@@ -91,7 +90,4 @@ def register_backbone(name: str, *, pretrained: PretrainedWeights | None = None,
 
 def backbone_entry(name: str) -> BackboneEntry:
     """The registered backbone `name`, or an error listing the registered ones."""
-    if name not in BACKBONES:
-        raise ValueError(f"Unknown model.backbone {name!r}; valid choices are "
-                         f"{', '.join(map(repr, sorted(BACKBONES)))}.")
     return BACKBONES[name]

@@ -2,8 +2,9 @@
 
 The paper's Figure 4e compares the attention CNN with the same CNN behind an STN: a small
 localisation net predicts an affine transform of the input, which is then resampled
-bilinearly before the CNN sees it. The transform starts as the identity (zero weights, identity
-bias in the last layer), so an untrained STN passes its input through unchanged.
+bilinearly before the CNN sees it. The transform is the identity plus a scaled correction
+from the last layer, whose weights and bias start at zero, so an untrained STN passes its input
+through unchanged.
 
 Coordinates are normalised to [-1, 1] with -1 and 1 at the centres of the corner pixels
 (PyTorch's `align_corners=True`); samples outside the image read zeros.
