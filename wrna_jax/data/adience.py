@@ -191,18 +191,14 @@ class AdienceConfig(FoldConfig):
                 "four folds.")
 
 
-class Adience(ManualDownloadBuilder):
+class Adience(ManualDownloadBuilder, dataset="Adience",
+              instructions=MANUAL_DOWNLOAD_INSTRUCTIONS):
     """Adience faces with age-group or gender labels over the 5 subject-exclusive folds."""
 
     name = "adience"
-    DATASET = "Adience"
     BUILDER_CONFIGS = [AdienceConfig(task=task, test_fold=k) for task in TASKS
                        for k in range(NUM_FOLDS)]
     DEFAULT_BUILDER_CONFIG_NAME = "age_fold0"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-    # TFDS 4.9.10 derives `code_path` via `importlib_resources` (tensorflow/datasets#11212);
-    # naming this file directly skips that lookup (see cluttered_mnist.py).
-    code_path = epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         names = AGE_NAMES if self.builder_config.task == "age" else GENDER_NAMES

@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import io
 import logging
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -135,6 +136,17 @@ class ManualDownloadBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=T
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
     DATASET = ""  # the dataset's name in messages
+
+    def __init_subclass__(cls, *, dataset: str = "", instructions: str = "", **kwargs: Any) -> None:
+        """`class X(ManualDownloadBuilder, dataset="X", instructions=...)`: the name in messages
+        and what to download. Sets `code_path` to the subclass's file: TFDS 4.9.10 derives it
+        via `importlib_resources`, which it only requires on Python < 3.9
+        (tensorflow/datasets#11212), so `download_and_prepare` would die with
+        ModuleNotFoundError."""
+        cls.DATASET = dataset or cls.DATASET
+        cls.MANUAL_DOWNLOAD_INSTRUCTIONS = instructions or cls.MANUAL_DOWNLOAD_INSTRUCTIONS
+        cls.code_path = epath.Path(sys.modules[cls.__module__].__file__)
+        super().__init_subclass__(**kwargs)
 
     def manual_info(self, description: str, label: tfds.features.ClassLabel, features: Mapping[str, Any],
                     homepage: str, citation: str) -> tfds.core.DatasetInfo:

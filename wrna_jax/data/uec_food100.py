@@ -156,24 +156,17 @@ def crop_to_box(image: Image.Image, box: tuple[int, int, int, int]) -> Image.Ima
 
 @dataclasses.dataclass(eq=False)
 class UecFood100Config(FoldConfig):
-    """Which hash fold (0..4) is the test split; leave `name` empty (it becomes `fold<k>`)."""
-
-    def default_description(self) -> str:
-        return (f"test = photos whose image_fold is {self.test_fold}, train = the other four "
-                "folds (about 80/20).")
+    """Which hash fold (0..4) of the photo ids is the test split (about 20%); leave `name` empty
+    (it becomes `fold<k>`)."""
 
 
-class UecFood100(ManualDownloadBuilder):
+class UecFood100(ManualDownloadBuilder, dataset="UEC Food-100",
+                 instructions=MANUAL_DOWNLOAD_INSTRUCTIONS):
     """UEC Food-100 box crops from the manual download, split by a hash of the photo id."""
 
     name = "uec_food100"
-    DATASET = "UEC Food-100"
     BUILDER_CONFIGS = [UecFood100Config(test_fold=k) for k in range(NUM_FOLDS)]
     DEFAULT_BUILDER_CONFIG_NAME = "fold0"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL_DOWNLOAD_INSTRUCTIONS
-    # TFDS 4.9.10 derives `code_path` via `importlib_resources` (tensorflow/datasets#11212);
-    # naming this file directly skips that lookup (see cluttered_mnist.py).
-    code_path = epath.Path(__file__)
 
     def _info(self) -> tfds.core.DatasetInfo:
         # Class names come from category.txt at preparation (stored with the data).
