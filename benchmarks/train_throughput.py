@@ -184,13 +184,13 @@ def main() -> None:
                 rate = args.batch / seconds
                 mfu = flops * rate / peak if peak else float("nan")
                 rows.append((variant, feed, params, flops / 1e9, 1000 * seconds, rate, mfu))
-                print(f"  {variant:9s} {feed:9s} {1000 * seconds:8.1f} ms/step {rate:8.1f} images/s "
+                print(f"  {variant:14s} {feed:9s} {1000 * seconds:8.1f} ms/step {rate:8.1f} images/s "
                       f"MFU {_percent(mfu)}  (windows: "
                       + ", ".join(f"{args.batch / t:.1f}" for t in times) + " images/s)", flush=True)
-    print(f"\n{'variant':9s} {'feed':9s} {'params':>12s} {'train GFLOP/img':>16s} {'ms/step':>8s} "
+    print(f"\n{'variant':14s} {'feed':9s} {'params':>12s} {'train GFLOP/img':>16s} {'ms/step':>8s} "
           f"{'images/s':>9s} {'MFU':>6s}")
     for variant, feed, params, gflops, ms, rate, mfu in rows:
-        print(f"{variant:9s} {feed:9s} {params:12,d} {gflops:16.1f} {ms:8.1f} {rate:9.1f} "
+        print(f"{variant:14s} {feed:9s} {params:12,d} {gflops:16.1f} {ms:8.1f} {rate:9.1f} "
               f"{_percent(mfu)}")
     base = {feed: rate for variant, feed, *_, rate, _ in rows if variant == "plain"}
     for variant, feed, *_, rate, _ in rows:

@@ -82,8 +82,11 @@ def restore(config: ml_collections.ConfigDict, workdir: str, which: str = "lates
 
     model = create_model(config)
     data = create_input(config.dataset)
-    step, variables = evaluate.restore_variables(config, workdir, which, model, data.input_shape,
-                                                 parallel.create_mesh(1))
+    restorer = evaluate.Restorer(config, workdir, which)
+    try:
+        step, variables = restorer.variables(model, data.input_shape, parallel.create_mesh(1))
+    finally:
+        restorer.close()
     return step, jax.device_get(variables["params"]), jax.device_get(variables["batch_stats"])
 
 

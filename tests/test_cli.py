@@ -1,22 +1,28 @@
-"""train.py and eval.py as a user runs them: a run stopped by SIGTERM and resumed by the same
-command ends exactly where an uninterrupted run ends, and eval.py reproduces its numbers."""
+"""train.py and eval.py as a user runs them: a run stopped by Ctrl-C, resumed, killed, and
+resumed again by the same command past a damaged checkpoint ends exactly where an uninterrupted
+run ends, with the same logs; a second run on its workdir is refused while it trains; eval.py reproduces its numbers;
+every user error ends with one line and exit status 2."""
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_FLAGS, TINY_RUN_EPOCHS, read_png, restore, spawn
+from conftest import TINY_FLAGS, TINY_RUN_EPOCHS, read_png, restore, spawn
+from test_checkpoint_damage import truncate_data_file
 from wrna_jax import checkpoint, evaluate
+from wrna_jax.errors import WorkdirError
+from wrna_jax.workdir import TrainLock
 
 EPOCHS = TINY_RUN_EPOCHS
+TIMING = ("steps_per_sec", "uptime")  # clu's ReportProgress: wall-clock figures
 
 
 def command(script: str, workdir: str, data_dir: str, *extra: str) -> list[str]:
@@ -30,48 +36,122 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
-def test_sigterm_then_the_same_command_ends_like_an_uninterrupted_run_and_eval_reproduces_it(
+def python_pid(proc: subprocess.Popen) -> int:
+    """The pid of the Python process that `spawn` runs under `timeout`."""
+    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+        return int(f.read().split()[0])
+
+
+def logged_steps(path: str) -> list[int]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line)["step"] for line in f if line.endswith("\n")]
+
+
+def saved_steps(workdir: str) -> list[int]:
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(n) for n in os.listdir(directory) if n.isdigit()) if os.path.isdir(directory) else []
+
+
+def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + 280
+    while not condition():
+        assert proc.poll() is None, f"the run ended before {what}: {proc.stderr.read()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def log_entries(path: str) -> list[tuple[int, str, float]]:
+    with open(path) as f:
+        return [(r["step"], key, value) for r in map(json.loads, f) for key, value in r.items()
+                if key != "step" and key not in TIMING]
+
+
+def tensorboard_entries(workdir: str) -> list[tuple[int, str]]:
+    from tensorflow.core.util import event_pb2
+
+    from wrna_jax.data.tensorflow_cpu import tf
+
+    entries = []
+    for path in sorted(f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")):
+        for record in tf.data.TFRecordDataset(os.path.join(workdir, path)).as_numpy_iterator():
+            event = event_pb2.Event.FromString(record)
+            entries += [(event.step, value.tag) for value in event.summary.value if value.tag not in TIMING]
+    return entries
+
+
+def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval_reproduces_it(
         tiny_run, tmp_path):
     config, whole_dir, whole = tiny_run
     data_dir = config.dataset.data_dir  # prepared by the fixture: only read here
-    assert whole["step"] == 32 and not whole["preempted"]
+    assert whole["step"] == 32 and whole["interrupted_by"] is None
     workdir = str(tmp_path / "run")
     metrics = os.path.join(workdir, "metrics.jsonl")
 
-    # SIGTERM (what SLURM and cloud schedulers send) once the loop runs: a checkpoint, exit 0.
-    proc = spawn(command("train.py", workdir, data_dir))
-    deadline = time.monotonic() + 280
-    while not os.path.exists(metrics) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)  # the first log line (step 4) means the training loop is running
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err[-3000:]
-    saved = checkpoint.Checkpoints(workdir).latest_step()
-    assert 4 <= saved < 32, saved
-    assert f"Preempted (SIGTERM) at step {saved}: checkpoint saved in" in out + err
-    assert "run the same command again to resume" in out + err
-    assert [json.loads(line)["step"] for line in open(metrics)][-1] == saved  # partial window logged
-    # A save killed half-way leaves orbax's temporary directory behind: ignored on resume.
-    os.makedirs(os.path.join(workdir, "checkpoints", f"{saved + 8}.orbax-checkpoint-tmp-1234", "default"))
+    # 1. While a run trains, a second one in its workdir is refused, naming the first.
+    first = spawn(command("train.py", workdir, data_dir))
+    wait_for(lambda: logged_steps(metrics), first, "the first log line")  # the loop runs
+    with pytest.raises(WorkdirError, match=rf"in use by another training run: pid {python_pid(first)} on "):
+        with TrainLock(workdir):
+            pass
+    # 2. Ctrl-C: the step finishes, a checkpoint is saved, exit status 130.
+    first.send_signal(signal.SIGINT)  # `timeout` passes it on to Python
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 130, err[-3000:]
+    interrupted = saved_steps(workdir)[-1]
+    assert 4 <= interrupted < 16, interrupted
+    assert f"Interrupted (SIGINT) at step {interrupted}: checkpoint saved in" in out + err
+    assert "run the same command again to resume" in out + err and "Traceback" not in err
+    assert logged_steps(metrics)[-1] == interrupted  # the partial window is logged
 
+    # 3. Resumed, then killed outright (SIGKILL) after a later checkpoint and more log lines.
+    second = spawn(command("train.py", workdir, data_dir))
+    later = interrupted - interrupted % 8 + 8  # the next evaluation step
+    wait_for(lambda: saved_steps(workdir)[-1] >= later and logged_steps(metrics)[-1] >= later + 4,
+             second, f"a checkpoint at step {later} and a log line after it")
+    killed_pid = python_pid(second)
+    os.kill(killed_pid, signal.SIGKILL)
+    second.communicate(timeout=60)
+    *_, resumed_from, newest = saved_steps(workdir)
+    assert logged_steps(metrics)[-1] > newest  # lines the next attempt logs again
+    # A save killed half-way leaves orbax's temporary directory behind: ignored on resume.
+    os.makedirs(os.path.join(workdir, "checkpoints", f"{newest + 8}.orbax-checkpoint-tmp-1234", "state"))
+    # And the newest checkpoint is damaged (tests/test_checkpoint_damage.py has every kind).
+    truncate_data_file(os.path.join(workdir, "checkpoints", str(newest)))
+
+    # 4. The same command again: takes over the dead run's lock, sets the damaged checkpoint
+    # aside, resumes from the one before, finishes.
     resumed = run(command("train.py", workdir, data_dir))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Resumed from step {saved}" in resumed.stderr
+    assert re.search(rf"checkpoint step {newest} in .* is damaged \(.*OUT_OF_RANGE.*\); moved to "
+                     rf".*checkpoints_damaged/{newest}", resumed.stderr), resumed.stderr[-3000:]
+    assert f"Resumed from step {resumed_from}" in resumed.stderr
+    assert re.search(rf"Taking over .*train.lock from pid {killed_pid} on .*ended without releasing it",
+                     resumed.stderr)
     _, params_a, stats_a = restore(config, whole_dir)
     step, params_b, stats_b = restore(config, workdir)
     assert step == 32
-    # Same program, same data order and augmentation from step `saved` on: bit-identical.
+    # Same program, same data order and augmentation after each resume: bit-identical.
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path((params_a, stats_a)),
                             jax.tree.leaves((params_b, stats_b))):
         np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+    # The logs read as one run: nothing twice, in TensorBoard too, and every value an
+    # uninterrupted run logged, but for the window the Ctrl-C cut in two.
+    ours = log_entries(metrics)
+    assert len({(s, k) for s, k, _ in ours}) == len(ours)
+    assert sorted(tensorboard_entries(workdir)) == sorted((s, k) for s, k, _ in ours)
+    cut = {interrupted, interrupted - interrupted % 4 + 4}
+    assert ([e for e in ours if e[0] not in cut]
+            == [e for e in log_entries(os.path.join(whole_dir, "metrics.jsonl")) if e[0] not in cut])
     log = [json.loads(line) for line in open(metrics)]
     lrs = {r["step"]: r["learning_rate"] for r in log if "learning_rate" in r}
     assert lrs[4] == pytest.approx(0.1) and lrs[32] == pytest.approx(0.01)  # x0.1 after epoch 1
     final_val = [r for r in log if "val_accuracy" in r][-1]
     assert final_val["step"] == 32 and final_val["val_accuracy"] == whole["accuracy"]
-    assert any("train_loss" in r for r in log if r["step"] == 4) and any("steps_per_sec" in r for r in log)
+    assert any("steps_per_sec" in r for r in log)
     assert os.path.exists(os.path.join(workdir, "config.json"))
-    assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
+    assert open(os.path.join(workdir, "train.lock")).read() == ""  # released
     read_png(os.path.join(workdir, "training_curves.png"), size=(1320, 330))  # 3 panels of 4 x 3 in
 
     evaluated = run(command("eval.py", workdir, data_dir, "--checkpoint=latest", "--split=validation"))
@@ -97,8 +177,104 @@ def test_sigterm_then_the_same_command_ends_like_an_uninterrupted_run_and_eval_r
         evaluate.evaluate_checkpoint(config, workdir, "7")
 
 
-def test_train_rejects_a_bad_override_before_work(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),
-                             "--config=configs/cluttered_mnist.py:baseline,typo", f"--workdir={tmp_path}"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "Unknown config argument(s) ['typo']" in result.stderr
+@pytest.fixture(scope="module")
+def scripts():
+    """train.py's and eval.py's `main`, run in this process by `cli.invoke` (the path `cli.run`
+    takes, without absl's app.run): the flags they define are parsed anew for each call."""
+    import eval as eval_script
+    import train as train_script
+
+    return {"train.py": train_script.main, "eval.py": eval_script.main}
+
+
+def user_error_cases(tmp: str, trained: str, copy: str, data_dir: str) -> list[tuple[str, list[str], str]]:
+    """(script, arguments, the error message as a regular expression)."""
+    base = ["--config=configs/cluttered_mnist.py", f"--workdir={tmp}/run", f"--config.dataset.data_dir={tmp}/data"]
+    tiny = ["--config=configs/cluttered_mnist.py", f"--config.dataset.data_dir={data_dir}", *TINY_FLAGS,
+            f"--config.num_epochs={EPOCHS}"]
+    evaluate_ = [*tiny, f"--workdir={trained}", f"--output_dir={tmp}/out"]
+    unwritable = "/proc/wrna_jax_test"  # even root cannot create a directory there
+    return [
+        ("train.py", [*base, "--config.attention.depth=9"], r"attention.depth \(AD\) = 9, but this backbone has 5"),
+        ("train.py", [*base, "--config.attention.width=0"], r"config.attention.width=0 must be a whole number >= 1"),
+        ("train.py", [*base, "--config.attention.preset=fancy"], r"Unknown attention.preset 'fancy'; valid choices"),
+        ("train.py", [*base, "--config.attention.mask_fn=relu"], r"Unknown attention.mask_fn 'relu'"),
+        ("train.py", [*base, "--config.model.backbone=vgg"], r"Unknown model.backbone 'vgg'; valid choices are"),
+        ("train.py", [*base, "--config.model.dropout=1.0"], r"config.model.dropout=1.0 must be a probability in \[0, 1\)"),
+        ("train.py", [*base, "--config.model.num_classes=7"], r"model.num_classes=7, but cluttered_mnist has 10"),
+        ("train.py", [*base, "--config.optimizer.learning_rate=-0.1"],
+         r"config.optimizer.learning_rate=-0.1 must be a finite number > 0"),
+        ("train.py", [*base, "--config.optimizer.momentum=1.5"], r"momentum=1.5 must be a number in \[0, 1\)"),
+        ("train.py", [*base, "--config.optimizer.weight_decay=-0.0001"], r"weight_decay=-0.0001 must be a finite number >= 0"),
+        ("train.py", [*base, "--config.num_epochs=0"], r"config.num_epochs=0 must be a number > 0"),
+        ("train.py", [*base, "--config.batch_size=0"], r"config.batch_size=0 must be a whole number >= 1"),
+        ("train.py", [*base, "--config.batch_size=100", "--config.grad_accum_steps=3"], r"not divisible by 1 device"),
+        ("train.py", [*base, "--config.model.bn_group_size=3"], r"bn_group_size=3 does not divide the 100 examples"),
+        ("train.py", [*base, "--config.schedule.factor=0.0"], r"config.schedule.factor=0.0 must be a finite number > 0"),
+        ("train.py", [*base, "--config.schedule.kind=cosine"], r"config.schedule.kind='cosine' must be one of 'constant'"),
+        ("train.py", [*base, "--config.checkpoint_keep=0"], r"config.checkpoint_keep=0 must be a whole number >= 1"),
+        ("train.py", [*base, "--config.early_stop_patience=-1"], r"early_stop_patience=-1 must be 0 \(off\)"),
+        ("train.py", [*base, "--config.dataset.name=dogs"], r"Unknown dataset.name 'dogs'; valid choices are"),
+        ("train.py", [*base, "--config.no_such_field=1"],
+         r"--config.no_such_field: config has no field 'no_such_field'; .*configs/default.py"),
+        ("train.py", [*base, "--config.attention.dept=3"], r"config.attention has no field 'dept'; did you mean "
+                                                           r"config.attention.depth\?"),
+        ("train.py", [*base, "--config.batch_size=abc"], r"flag --config.batch_size=abc: invalid literal for int"),
+        ("train.py", ["--config=configs/no_such_config.py", f"--workdir={tmp}/run"], r"--config=configs/no_such_config.py: .*No such file"),
+        ("train.py", ["--config=configs/cluttered_mnist.py:typo", f"--workdir={tmp}/run"],
+         r"Unknown config argument\(s\) \['typo'\]"),
+        ("train.py", ["--config=configs/cluttered_mnist.py"], r"--workdir must have a value other than None"),
+        ("train.py", [*base, "stray"], r"unexpected arguments \['stray'\]"),
+        ("train.py", [*base[:1], f"--workdir={tmp}/a_file"], r"--workdir=.*a_file is a file, not a directory"),
+        ("train.py", [*base[:1], f"--workdir={unwritable}/run"], r"--workdir=/proc/wrna_jax_test/run cannot be written"),
+        ("train.py", [*base, "--config.distributed.num_processes=2", "--config.distributed.process_id=5"],
+         r"config.distributed.process_id=5: must be in 0..1"),
+        ("train.py", ["--config=configs/dogs.py", f"--workdir={tmp}/dogs", "--config.model.dtype=float32",
+                      "--config.init_from=/no/such/weights"], r"config.init_from='/no/such/weights': .* does not exist"),
+        ("train.py", [*tiny, f"--workdir={tmp}/locked"], r"in use by another training run: pid \d+ on "),
+        ("train.py", [*tiny, f"--workdir={copy}", "--config.batch_size=32"],
+         r"Cannot resume from step 32 .*: the data order or the learning-rate schedule would change "
+         r"\(batch_size: checkpoint 64, config 32\)"),
+        ("train.py", [*tiny, f"--workdir={copy}", "--config.seed=1", "--config.optimizer.learning_rate=0.05"],
+         r"\(optimizer.learning_rate: checkpoint 0.1, config 0.05; seed: checkpoint 0, config 1\)"),
+        ("train.py", [*tiny, f"--workdir={copy}", "--config.attention.width=3"],
+         r"Checkpoint step 32 in .* was trained with a different model config: attention.width: checkpoint 2, config 3"),
+        ("eval.py", [*evaluate_, "--checkpoint=foo"], r"--checkpoint='foo': use 'best', 'latest' or one of the saved steps"),
+        ("eval.py", [*evaluate_, "--checkpoint=999"], r"--checkpoint='999': .*saved steps \[\d+, \d+"),
+        ("eval.py", [*evaluate_, "--split=nonsense"], r"--split='nonsense': the dataset has splits"),
+        ("eval.py", [*evaluate_, "--config.attention.width=3"], r"different model config: attention.width"),
+        ("eval.py", [*evaluate_[:-1], f"--output_dir={unwritable}/out"], r"--output_dir=/proc/wrna_jax_test/out cannot be written"),
+        ("eval.py", [*tiny, f"--workdir={tmp}/never_trained"], r"--workdir=.*never_trained does not exist"),
+        ("eval.py", [*tiny, f"--workdir={tmp}/empty"], r"No checkpoint in .*empty/checkpoints: train first"),
+    ]
+
+
+def test_user_errors_end_with_one_line_and_status_2_before_any_work(tiny_run, tmp_path, scripts, capsys):
+    from wrna_jax import cli
+
+    config, trained, _ = tiny_run
+    copy = str(tmp_path / "copy")
+    shutil.copytree(trained, copy)
+    (tmp_path / "a_file").write_text("not a directory")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "locked").mkdir()
+    before = {path: sorted(os.listdir(path)) for path in (trained, copy)}
+    cases = user_error_cases(str(tmp_path), trained, copy, config.dataset.data_dir)
+    assert len(cases) >= 25
+    failures = []
+    with TrainLock(str(tmp_path / "locked")):  # another run holds this workdir
+        for script, args, message in cases:
+            status = cli.invoke(scripts[script], [script, *args])
+            err = capsys.readouterr().err
+            errors = [line for line in err.splitlines() if line.startswith("error: ")]
+            if status != 2 or len(errors) != 1 or not re.search(message, errors[0]) or "Traceback" in err:
+                failures.append(f"{script} {' '.join(args[-2:])}: status {status}, stderr:\n{err[-1500:]}")
+    assert not failures, "\n\n".join(failures)
+    assert {path: sorted(os.listdir(path)) for path in (trained, copy)} == before  # nothing written
+    assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()  # no work started
+    # Not an error: the finished run asked to train again says so and exits 0, changing nothing.
+    steps = saved_steps(copy)
+    assert cli.invoke(scripts["train.py"], ["train.py", *command("train.py", copy, config.dataset.data_dir)[1:]]) == 0
+    assert re.search(rf"Nothing to do: the run in {copy} is at step 32, and num_epochs={EPOCHS} is 32 steps. "
+                     r"Raise --config.num_epochs", capsys.readouterr().out)
+    assert saved_steps(copy) == steps

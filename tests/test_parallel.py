@@ -89,6 +89,9 @@ def test_two_processes_with_two_devices_each_match_one_process_with_four(runs):
     np.testing.assert_array_equal(*(load(out / f"distributed_after_2_{pid}.npz")["params/backbone/fc2/kernel"]
                                     for pid in (0, 1)))  # one global computation: identical everywhere
     assert facts["process_1"]["marker_seen_by_process_1"] == "written by process 0"  # process_0_first
+    # The workdir lock: process 0 holds it for the run; a second run is refused on every process.
+    for pid in (0, 1):
+        assert "is in use by another training run: pid" in facts[f"process_{pid}"]["second_lock"], facts
     # SIGTERM to process 1 at iteration 5: both stop at the same, later iteration.
     stops = {facts[f"process_{pid}"]["preempted_at"] for pid in (0, 1)}
     assert len(stops) == 1 and stops.pop() > 5, facts

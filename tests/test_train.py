@@ -1,34 +1,50 @@
 """Training end to end on tiny cluttered MNIST: resume, checkpoints, failure modes."""
 
-import glob
-import json
 import os
 import shutil
 
 import flax
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
 from conftest import restore, tiny_train_config
 from numerics import assert_close_to, gamma, probable_error
 from wrna_jax import checkpoint, evaluate
+from wrna_jax import train as train_module
 from wrna_jax.models import create_model
 from wrna_jax.optim import learning_rate_schedule, parameter_groups
 from wrna_jax.state import init_variables
 from wrna_jax.train import train_and_evaluate
 
 
-def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path):
+def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_run, tmp_path, monkeypatch):
     config, finished, _ = tiny_run
     workdir = str(tmp_path / "run")
     shutil.copytree(finished, workdir)
     steps = checkpoint.Checkpoints(workdir).all_steps()
     config = config.copy_and_resolve_references()
     config.num_epochs += 1
-    # Step 33 moves the parameters to infinity (its own loss is finite); step 34's loss is NaN.
-    config.optimizer.learning_rate = float("inf")
-    with pytest.raises(FloatingPointError, match=r"NaN or infinite at step 34;.*learning_rate"):
+    # The resumed run's second batch is NaN (a resume with another learning rate would be refused
+    # as another run). Its loss is finite on XLA:CPU, its gradients and BatchNorm statistics are
+    # not: step 34 is the one reported, and nothing of it is kept.
+    real = train_module.create_input
+
+    def poisoned(*args, **kwargs):
+        data = real(*args, **kwargs)
+        clean = data.train_batches
+
+        def train_batches(*args, **kwargs):
+            for i, batch in enumerate(clean(*args, **kwargs)):
+                yield {**batch, "image": batch["image"] * np.float32("nan")} if i == 1 else batch
+        object.__setattr__(data, "train_batches", train_batches)  # Input is a frozen dataclass
+        return data
+
+    monkeypatch.setattr(train_module, "create_input", poisoned)
+    with pytest.raises(FloatingPointError, match=rf"The loss, the gradients or the BatchNorm statistics became NaN or infinite at step 34; training stopped without saving "
+                                                 rf"that state, and the last good checkpoint, step {steps[-1]}, is "
+                                                 rf"kept in .*Lower optimizer.learning_rate or check the input data"):
         train_and_evaluate(config, workdir)
     assert checkpoint.Checkpoints(workdir).all_steps() == steps
     _, params, _ = restore(config, workdir)
@@ -49,7 +65,7 @@ def test_eval_rejects_a_checkpoint_of_another_model(tiny_run):
     config.attention.width = 3
     config.attention.mask_fn = "sigmoid"
     before = sorted(os.listdir(workdir))
-    with pytest.raises(ValueError, match=r"attention.mask_fn: checkpoint None, config 'sigmoid'\n  "
+    with pytest.raises(ValueError, match=r"attention.mask_fn: checkpoint None, config 'sigmoid'; "
                                          r"attention.width: checkpoint 2, config 3"):
         evaluate.evaluate_checkpoint(config, workdir)
     with pytest.raises(ValueError, match=r"different model config"):
@@ -93,7 +109,8 @@ def test_schedules_and_learning_rate_groups():
 def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     ckpts = checkpoint.Checkpoints(str(tmp_path), keep=2)
     for step, accuracy in [(1, 0.5), (2, 0.9), (3, 0.6), (4, 0.7), (5, 0.65)]:
-        ckpts.save(step, {"w": np.full(3, step, np.float32)}, {"accuracy": accuracy})
+        ckpts.save(step, {"w": np.full(3, step, np.float32)}, ml_collections.ConfigDict({"seed": step}),
+                   {"accuracy": accuracy})
     ckpts.wait()
     reopened = checkpoint.Checkpoints(str(tmp_path), keep=2)
     assert reopened.all_steps() == [2, 4, 5]
@@ -101,6 +118,7 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     assert reopened.resolve("4") == 4 and reopened.metrics(2) == {"accuracy": 0.9}
     restored = reopened.restore(2, {"w": np.zeros(3, np.float32)})
     np.testing.assert_array_equal(restored["w"], [2, 2, 2])
+    assert reopened.saved_config(4) == {"seed": 4}
     with pytest.raises(ValueError, match=r"use 'best', 'latest' or one of the saved steps \[2, 4, 5\]"):
         reopened.resolve("3")
 

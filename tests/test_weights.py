@@ -431,7 +431,7 @@ def test_convert_command_and_init_from(tmp_path, monkeypatch, capsys):
     assert convert_cli.main([src, dst, "--force"]) == 0
     foreign = tmp_path / "foreign"
     foreign.mkdir()
-    assert convert_cli.main([src, str(foreign), "--force"]) == 1
+    assert convert_cli.main([src, str(foreign), "--force"]) == 2
     assert "not a converted backbone" in capsys.readouterr().err and foreign.exists()
     info, restored = load_backbone(dst)
     _, direct = convert_backbone(sd)

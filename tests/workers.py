@@ -122,11 +122,14 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
     from wrna_jax import distributed as dist
 
     joined = dist.initialize({"coordinator_address": f"localhost:{port}", "num_processes": num_processes,
-                              "process_id": process_id, "initialization_timeout": 120})
+                              "process_id": process_id, "initialization_timeout": 120,
+                              "local_device_ids": None})
     import jax
 
     from wrna_jax import checkpoint, parallel
-    from wrna_jax.train import metric_writer
+    from wrna_jax import workdir as wd
+    from wrna_jax.errors import WorkdirError
+    from wrna_jax.logs import metric_writer
 
     facts = {"joined": joined, "process_count": jax.process_count(), "device_count": jax.device_count(),
              "local_device_count": jax.local_device_count()}
@@ -137,8 +140,15 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
     np.savez(os.path.join(outdir, f"distributed_after_{num_processes}_{process_id}.npz"), **after)
 
     workdir = os.path.join(outdir, f"run{num_processes}")
+    os.makedirs(workdir, exist_ok=True)
+    with wd.TrainLock(workdir):  # process 0 locks; a second lock fails on every process
+        try:
+            with wd.TrainLock(workdir):
+                facts["second_lock"] = "acquired"
+        except WorkdirError as error:
+            facts["second_lock"] = str(error)
     ckpts = checkpoint.Checkpoints(workdir)
-    ckpts.save(2, state, {"accuracy": 0.5})
+    ckpts.save(2, state, distributed_config(), {"accuracy": 0.5})
     ckpts.wait()
     restored = ckpts.restore(2, state)  # `state` gives the structure and the shardings
     facts["restored_step"] = int(jax.device_get(restored.step))

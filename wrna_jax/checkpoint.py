@@ -1,23 +1,57 @@
-"""Orbax checkpoints in the workdir: the latest N plus the best by validation accuracy.
+"""Orbax checkpoints in the workdir: the latest N plus the best by validation accuracy, each
+with the config it was trained with, and damaged checkpoints found, named and moved aside.
 
-Layout: `workdir/config.json` (the run's config) and `workdir/checkpoints/<step>/`. Orbax
-writes each checkpoint to a temporary directory and renames it when complete, so a run killed
-while saving leaves the previous checkpoints intact and the next start resumes from them.
+Layout: `workdir/checkpoints/<step>/` holds the items `state` (the training state), `config`
+(the run's config, which is what a resume or an evaluation is checked against) and `metrics`
+(validation accuracy). `workdir/config.json` is a copy for people to read. Orbax writes each
+checkpoint to a temporary directory and renames it when complete, so a run killed while saving
+leaves the previous checkpoints intact.
+
+A checkpoint that cannot be read (a truncated or zero-filled data file, a missing manifest or
+item, metrics or config that are not JSON) is reported by step and reason. Training moves it to
+`workdir/checkpoints_damaged/<step>/` (never deleting it) and resumes from the newest intact
+one; evaluation, which may run beside training and writes nothing there, skips it.
 """
 
+from __future__ import annotations
+
+import contextlib
+import gc
 import json
+import logging as py_logging
 import os
-from typing import Any, Mapping
+import shutil
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import flax
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as policies
 
+from wrna_jax.errors import ConfigError, DamagedCheckpointError, MissingFileError
+
 METRIC = "accuracy"
+DAMAGED_DIR = "checkpoints_damaged"
 # Config sections that change the model's parameters: a checkpoint only fits the same ones.
 MODEL_SECTIONS = ("model", "attention")
+# Settings that fix which examples each step sees and the learning rate at each step: a resumed
+# run that changed them would silently continue as a different run.
+RUN_SETTINGS = ("dataset", "seed", "batch_size", "grad_accum_steps", "optimizer", "schedule")
+# Paths within those that change neither (where the data lives, whether it is cached).
+_RUN_SETTINGS_EXEMPT = ("dataset.data_dir", "dataset.manual_dir", "dataset.cache")
+# The JSON file of each JSON item (orbax's JsonCheckpointHandler names it 'metadata' unless told).
+_JSON_FILES = {"config": "metadata", "metrics": "metrics"}
+# What reading a damaged checkpoint raises: TensorStore's read errors (plain Exception), orbax's
+# errors for missing items and files, and JSON that does not parse. Anything else is a bug and
+# propagates.
+_DAMAGE_SIGNS = ("Encountered error while reading", "OUT_OF_RANGE", "DATA_LOSS", "NOT_FOUND",
+                 "FAILED_PRECONDITION", "Error opening", "Error reading", "Must provide `args`",
+                 "does not exist", "No such file")
 
 
 def _metric(metrics: Mapping[str, float]) -> float:
@@ -31,24 +65,134 @@ def has_checkpoints(workdir: str) -> bool:
     return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
-class Checkpoints:
-    """Saves and restores the training state (any pytree of arrays) with validation metrics."""
+def structural_problem(step_dir: str) -> str | None:
+    """Why the checkpoint directory `step_dir` cannot be restored, judged from its files alone
+    (cheap, before orbax reads it), or None."""
+    state = os.path.join(step_dir, "state")
+    if not os.path.isdir(state):
+        if os.path.isdir(os.path.join(step_dir, "default")):
+            return "it was written by an older wrna_jax without its config (item 'default')"
+        return "its 'state' item is missing"
+    if not os.path.isfile(os.path.join(state, "manifest.ocdbt")):
+        return "state/manifest.ocdbt is missing"
+    for item, name in _JSON_FILES.items():
+        path = os.path.join(step_dir, item, name)
+        if item == "config" and not os.path.isfile(path):
+            return "its 'config' item is missing"
+        if os.path.isfile(path):
+            try:
+                with open(path) as f:
+                    json.load(f)
+            except (OSError, ValueError) as error:
+                return f"{item}/{name} is not valid JSON ({error})"
+    return None
 
-    def __init__(self, workdir: str, keep: int = 2):
+
+def _describe(error: BaseException) -> str:
+    """The innermost cause of a read error (TensorStore's status, e.g. OUT_OF_RANGE), one line,
+    without TensorStore's long spec dump."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = f"{type(error).__name__}: {error}"
+    for cut in (" [tensorstore_spec", "See full TensorStore details", "\n"):
+        text = text.split(cut)[0]
+    return text.strip()[:300]
+
+
+def _is_damage(error: BaseException) -> bool:
+    if isinstance(error, (json.JSONDecodeError, OSError)):
+        return True
+    return any(sign in str(error) for sign in _DAMAGE_SIGNS)
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads() -> Iterator[None]:
+    """Drops asyncio's 'Task exception was never retrieved' for the reads a failed restore
+    abandons (dozens of tracebacks that only repeat the error we report)."""
+    logger = py_logging.getLogger("asyncio")
+    drop = lambda record: "exception was never retrieved" not in record.getMessage()  # noqa: E731
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        gc.collect()  # abandoned tasks are reported when collected: while the filter is on
+        logger.removeFilter(drop)
+
+
+class _IntactSteps:
+    """Orbax's standard step names, leaving out the steps found damaged (a NameFormat)."""
+
+    def __init__(self, skip: set[int]):
+        self.base = ocp.step.standard_name_format()
+        self.skip = skip
+
+    def build_name(self, step: int) -> str:
+        return self.base.build_name(step)
+
+    def find_all(self, base_path: Any) -> Iterator[Any]:
+        return (m for m in self.base.find_all(base_path) if m.step not in self.skip)
+
+    def find_step(self, base_path: Any, step: int) -> Any:
+        if step in self.skip:
+            raise ValueError(f"No intact checkpoint for step {step}.")
+        return self.base.find_step(base_path, step)
+
+
+class Checkpoints:
+    """Saves and restores the training state (any pytree of arrays) with validation metrics
+    and the run's config. `read_only` (evaluation) writes nothing: damaged steps are skipped,
+    not moved."""
+
+    def __init__(self, workdir: str, keep: int = 2, *, read_only: bool = False):
         if keep < 1:
-            raise ValueError(f"checkpoint_keep={keep}: keep at least 1 latest checkpoint.")
+            raise ConfigError(f"checkpoint_keep={keep}: keep at least 1 latest checkpoint.")
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.damaged_directory = os.path.abspath(os.path.join(workdir, DAMAGED_DIR))
+        self.read_only = read_only
+        self.damaged: dict[int, str] = {}  # step -> what happened to it, for messages
+        self._skip: set[int] = set()
+        self._set_aside_structurally_damaged()
         policy = policies.AnyPreservationPolicy([
             policies.LatestN(keep),
-            policies.BestN(get_metric_fn=_metric, n=1,
-                           keep_checkpoints_without_metrics=False),
+            policies.BestN(get_metric_fn=_metric, n=1, keep_checkpoints_without_metrics=False),
         ])
         self.manager = ocp.CheckpointManager(
             self.directory,
             # best_fn makes orbax store the metrics with each step; the policy decides what stays.
-            options=ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_metric,
-                                                 best_mode="max", create=True,
-                                                 cleanup_tmp_directories=True))
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=None if read_only else policy, best_fn=_metric, best_mode="max",
+                create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only,
+                step_name_format=_IntactSteps(self._skip)))
+
+    def _set_aside_structurally_damaged(self) -> None:
+        if not os.path.isdir(self.directory):
+            return
+        for name in sorted(os.listdir(self.directory)):
+            if name.isdigit():
+                problem = structural_problem(os.path.join(self.directory, name))
+                if problem:
+                    self._set_aside(int(name), problem)
+
+    def _set_aside(self, step: int, reason: str) -> None:
+        """Records `step` as damaged; training moves it under checkpoints_damaged/."""
+        self._skip.add(step)
+        source = os.path.join(self.directory, str(step))
+        if self.read_only:
+            self.damaged[step] = f"checkpoint step {step} in {self.directory} is damaged ({reason}); skipped"
+        else:
+            target = os.path.join(self.damaged_directory, str(step))
+            suffix = 1
+            while os.path.exists(target):
+                target = os.path.join(self.damaged_directory, f"{step}-{suffix}")
+                suffix += 1
+            if jax.process_index() == 0 and os.path.exists(source):
+                os.makedirs(self.damaged_directory, exist_ok=True)
+                shutil.move(source, target)
+            if jax.process_count() > 1:
+                multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
+            self.damaged[step] = (f"checkpoint step {step} in {self.directory} is damaged ({reason}); "
+                                  f"moved to {target}")
+        logging.warning("%s.", self.damaged[step])
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -62,43 +206,92 @@ class Checkpoints:
         return self.manager.metrics(step)
 
     def all_steps(self) -> list[int]:
-        return list(self.manager.all_steps())
+        return sorted(self.manager.all_steps())
+
+    def _damage_note(self) -> str:
+        return "".join(f"\n  {note}" for note in self.damaged.values())
 
     def resolve(self, which: str) -> int:
-        """'latest', 'best' or a step number -> an existing step, or a clear error."""
+        """'latest', 'best' or a step number -> an intact step, or a clear error."""
         steps = self.all_steps()
         if not steps:
-            raise FileNotFoundError(f"No checkpoint in {self.directory}: train first with "
-                                    "train.py --workdir pointing at this run.")
-        step = {"latest": self.latest_step, "best": self.best_step}.get(which, lambda: None)()
-        if which not in ("latest", "best"):
-            if not which.isdigit() or int(which) not in steps:
-                raise ValueError(f"--checkpoint={which!r}: use 'best', 'latest' or one of the "
-                                 f"saved steps {steps}.")
-            step = int(which)
-        if step is None:
-            raise ValueError(f"No checkpoint with validation metrics for --checkpoint={which!r}; "
-                             f"saved steps: {steps}.")
-        return step
+            if self.damaged:
+                raise DamagedCheckpointError(f"No intact checkpoint in {self.directory}:{self._damage_note()}")
+            raise MissingFileError(f"No checkpoint in {self.directory}: train first with "
+                                   "train.py --workdir pointing at this run.")
+        if which == "latest":
+            return steps[-1]
+        if which == "best":
+            step = self.best_step()
+            if step is None:
+                raise MissingFileError(f"No checkpoint with validation metrics for --checkpoint=best; "
+                                       f"saved steps: {steps}.")
+            return step
+        if which.isdigit() and int(which) in self.damaged:
+            raise DamagedCheckpointError(f"--checkpoint={which}: {self.damaged[int(which)]}. "
+                                         f"Intact steps: {steps}.")
+        if not which.isdigit() or int(which) not in steps:
+            raise ConfigError(f"--checkpoint={which!r}: use 'best', 'latest' or one of the "
+                              f"saved steps {steps}.")
+        return int(which)
 
-    def save(self, step: int, state: Any, metrics: Mapping[str, float] | None = None) -> None:
+    def _read(self, step: int, **items: Any) -> Any:
+        """Restores `items` of `step`; a read that fails from damage sets the step aside and
+        raises DamagedCheckpointError (callers may try another step)."""
+        try:
+            with _quiet_failed_reads():
+                return self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as error:
+            if not _is_damage(error):
+                raise
+            self._set_aside(step, _describe(error))
+            self.manager.reload()
+            raise DamagedCheckpointError(self.damaged[step]) from None
+
+    def saved_config(self, step: int) -> dict[str, Any]:
+        """The config checkpoint `step` was trained with."""
+        return dict(self._read(step, config=ocp.args.JsonRestore())["config"])
+
+    def save(self, step: int, state: Any, config: ml_collections.ConfigDict,
+             metrics: Mapping[str, float] | None = None) -> None:
         state_dict = flax.serialization.to_state_dict(state)
-        self.manager.save(step, args=ocp.args.StandardSave(state_dict),
-                          metrics=dict(metrics) if metrics else None)
+        self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state_dict),
+            config=ocp.args.JsonSave(json.loads(config.to_json_best_effort()))),
+            metrics=dict(metrics) if metrics else None)
 
     def restore(self, step: int, target: Any) -> Any:
         """Restores `step` into the structure, shapes and shardings of `target` (a state)."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
                                 flax.serialization.to_state_dict(target))
-        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        restored = self._read(step, state=ocp.args.StandardRestore(abstract))["state"]
         return flax.serialization.from_state_dict(target, restored)
+
+    def restore_newest(self, target: Any) -> tuple[int, Any]:
+        """(step, state) of the newest intact checkpoint, setting damaged newer ones aside;
+        (0, target) when there is none. Raises DamagedCheckpointError when every checkpoint is
+        damaged (they are all set aside: running again starts from scratch)."""
+        while self.all_steps():
+            step = self.all_steps()[-1]
+            with contextlib.suppress(DamagedCheckpointError):
+                return step, self.restore(step, target)
+        self.check_not_all_damaged()
+        return 0, target
+
+    def check_not_all_damaged(self) -> None:
+        """Raises DamagedCheckpointError when checkpoints were found, all damaged (they are set
+        aside, so that running again starts from scratch only when asked to)."""
+        if self.damaged and not self.all_steps():
+            raise DamagedCheckpointError(
+                f"Every checkpoint in {self.directory} is damaged:{self._damage_note()}\n"
+                "Restore them from a backup, or run the same command again to train from scratch.")
 
     def restore_parts(self, step: int, abstract: Mapping[str, Any]) -> dict[str, Any]:
         """Only the top-level entries of `abstract` (e.g. {'params', 'batch_stats'}: shapes,
         dtypes and shardings) from checkpoint `step`; nothing else of it is read."""
-        restored = self.manager.restore(step, args=ocp.args.PyTreeRestore(
+        restored = self._read(step, state=ocp.args.PyTreeRestore(
             item=dict(abstract), restore_args=ocp.checkpoint_utils.construct_restore_args(dict(abstract)),
-            partial_restore=True))
+            partial_restore=True))["state"]
         return dict(restored)
 
     def wait(self) -> None:
@@ -109,41 +302,51 @@ class Checkpoints:
 
 
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Writes `workdir/config.json` (process 0 only)."""
+    """Writes `workdir/config.json` for people to read (process 0 only); checks read the config
+    stored in each checkpoint instead."""
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+        epath.Path(workdir, "config.json").write_text(config.to_json_best_effort(indent=2))
 
 
-def load_config(workdir: str) -> dict[str, Any] | None:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{path}."))
+        else:
+            flat[path] = value
+    return flat
 
 
-def config_mismatches(saved: Mapping[str, Any], config: ml_collections.ConfigDict) -> list[str]:
-    """'section.key: checkpoint X, config Y' for every model-shaping field that differs."""
+def differences(saved: Mapping[str, Any], config: ml_collections.ConfigDict, sections: tuple[str, ...],
+                exempt: tuple[str, ...] = ()) -> list[str]:
+    """'field: checkpoint X, config Y' for every field under `sections` that differs."""
     current = json.loads(config.to_json_best_effort())
-    problems = []
-    for section in MODEL_SECTIONS:
-        old, new = saved.get(section, {}), current.get(section, {})
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                problems.append(f"{section}.{key}: checkpoint {old.get(key)!r}, config {new.get(key)!r}")
-    return problems
+    old = _flatten({s: saved[s] for s in sections if s in saved})
+    new = _flatten({s: current[s] for s in sections if s in current})
+    return [f"{key}: checkpoint {old.get(key)!r}, config {new.get(key)!r}"
+            for key in sorted(set(old) | set(new))
+            if key not in exempt and old.get(key) != new.get(key)]
 
 
-def check_compatible(workdir: str, config: ml_collections.ConfigDict) -> None:
-    """Raises a ValueError listing the differences when the workdir was trained with another model."""
-    saved = load_config(workdir)
-    if saved is None:
-        return
-    problems = config_mismatches(saved, config)
+def check_same_model(saved: Mapping[str, Any], config: ml_collections.ConfigDict, step: int,
+                     directory: str) -> None:
+    """Raises a ConfigError listing the differences when checkpoint `step` holds another model."""
+    problems = differences(saved, config, MODEL_SECTIONS)
     if problems:
-        raise ValueError(
-            f"The checkpoints in {workdir} were made with a different model config:\n  "
-            + "\n  ".join(problems)
-            + "\nUse the config the run was trained with, or another --workdir.")
+        raise ConfigError(
+            f"Checkpoint step {step} in {directory} was trained with a different model config: "
+            + "; ".join(problems) + ". Use the config the run was trained with, or another --workdir.")
+
+
+def check_same_run(saved: Mapping[str, Any], config: ml_collections.ConfigDict, step: int,
+                   directory: str) -> None:
+    """Raises a ConfigError when resuming would change the data order or the schedule."""
+    problems = differences(saved, config, RUN_SETTINGS, _RUN_SETTINGS_EXEMPT)
+    if problems:
+        raise ConfigError(
+            f"Cannot resume from step {step} in {directory}: the data order or the learning-rate "
+            "schedule would change (" + "; ".join(problems) + "). Resume with the settings the run "
+            "was trained with, or start a new run with another --workdir.")

@@ -18,6 +18,7 @@ import time
 import jax
 import numpy as np
 
+from wrna_jax.errors import BadFileError, UserError
 from wrna_jax.weights import files, pretrained, released
 
 
@@ -43,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             is_released = False
         if is_released:
-            raise ValueError(f"{args.src} is a released painless-attention checkpoint, not an ImageNet "
-                             "backbone: import it with wrna_jax.weights.load_released (see README).")
+            raise BadFileError(f"{args.src} is a released painless-attention checkpoint, not an ImageNet "
+                               "backbone: import it with wrna_jax.weights.load_released (see README).")
         print(f"  {len(state_dict)} tensors, {sum(v.size for v in state_dict.values()):,} values. "
               "Converting ...", flush=True)
         description, variables = pretrained.convert_backbone(state_dict, args.backbone, os.path.abspath(args.src))
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         shown = ", ".join(f"{k} {v}" for k, v in description.items() if k != "source")
         print(f"  {shown}; {num_params:,} parameters. Writing {dst} ...", flush=True)
         pretrained.save_backbone(description, variables, dst, force=args.force)
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as e:
+    except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(f"Done in {time.time() - start:.1f} s. Use it with --config.init_from={dst}")
     return 0
 

@@ -28,6 +28,8 @@ import jax
 from absl import logging
 from jax.experimental import multihost_utils
 
+from wrna_jax.errors import ConfigError
+
 # JAX's own deadline is set this much later than ours, so that ours reports first.
 _JAX_TIMEOUT_MARGIN_S = 30
 
@@ -49,8 +51,8 @@ def _local_device_ids(value: Any) -> list[int] | None:
     try:
         return [int(part) for part in str(value).split(",") if part.strip()]
     except ValueError:
-        raise ValueError(f"config.distributed.local_device_ids={value!r}: use comma-separated "
-                         "device numbers such as '0,1', or leave it unset for all.") from None
+        raise ConfigError(f"config.distributed.local_device_ids={value!r}: use comma-separated "
+                          "device numbers such as '0,1', or leave it unset for all.") from None
 
 
 def _explicit(distributed: Mapping[str, Any], environ: Mapping[str, str], key: str, env: str,
@@ -60,7 +62,7 @@ def _explicit(distributed: Mapping[str, Any], environ: Mapping[str, str], key: s
         try:
             value = cast(environ[env])
         except ValueError:
-            raise ValueError(f"{env}={environ[env]!r} is not valid for config.distributed.{key}.") from None
+            raise ConfigError(f"{env}={environ[env]!r} is not valid for config.distributed.{key}.") from None
     return value
 
 
@@ -77,18 +79,18 @@ def settings_for(distributed: Mapping[str, Any],
     process_id = _explicit(distributed, environ, "process_id", "JAX_PROCESS_ID", int)
     timeout = distributed["initialization_timeout"]
     if not isinstance(timeout, int) or timeout < 1:
-        raise ValueError(f"config.distributed.initialization_timeout={timeout!r}: use a positive "
-                         "whole number of seconds.")
+        raise ConfigError(f"config.distributed.initialization_timeout={timeout!r}: use a positive "
+                          "whole number of seconds.")
     cluster = cluster_process_count(environ)
     if num_processes is not None and num_processes < 1:
-        raise ValueError(f"config.distributed.num_processes={num_processes}: use 1 or more.")
+        raise ConfigError(f"config.distributed.num_processes={num_processes}: use 1 or more.")
     if num_processes is not None and process_id is not None and not 0 <= process_id < num_processes:
-        raise ValueError(f"config.distributed.process_id={process_id}: must be in "
-                         f"0..{num_processes - 1} for num_processes={num_processes}.")
+        raise ConfigError(f"config.distributed.process_id={process_id}: must be in "
+                          f"0..{num_processes - 1} for num_processes={num_processes}.")
     if num_processes == 1 or (num_processes is None and (cluster or 1) == 1):
         return None
     if not cluster and (coordinator is None or num_processes is None or process_id is None):
-        raise ValueError(
+        raise ConfigError(
             "A multi-process run outside SLURM or Open MPI needs all of "
             "config.distributed.coordinator_address ('host:port' of process 0), "
             "config.distributed.num_processes and config.distributed.process_id (or the "
@@ -158,35 +160,56 @@ class _Process0First:
 
 
 class Preemption:
-    """SIGTERM -> `reached(step)` is True at one step, the same on every process.
+    """SIGTERM or Ctrl-C (SIGINT) -> `reached(step)` is True at one step, the same on every
+    process; `signal` names what was received.
 
     Create it just before the training loop, call `reached(step)` after every step and
-    `close()` after the loop. One process: a Python SIGTERM handler sets a flag (the previous
-    handler comes back on `close`). Several processes: the checkpoint manager's
-    `reached_preemption` (JAX's preemption service, which installs its own SIGTERM handler when
-    `jax.distributed` starts), which needs every process to call `reached` with the same steps.
+    `close()` after the loop (the previous handlers come back). One process: Python handlers
+    set a flag. Several processes: the checkpoint manager's `reached_preemption` (JAX's
+    preemption service, which installs its own SIGTERM handler when `jax.distributed` starts and
+    needs every process to call `reached` with the same steps); a Ctrl-C is handed to it as a
+    SIGTERM to this process. A second Ctrl-C ends the process at once, without saving (orbax
+    removes the unfinished checkpoint at the next start).
     """
 
     def __init__(self, manager: Any) -> None:
         self.manager = manager
         self.multi_process = jax.process_count() > 1
-        self.requested = False
-        self._previous: Any = None
-        if not self.multi_process and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.received: str | None = None  # the first signal this process received
+        self._stop = False
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            caught = (signal.SIGINT,) if self.multi_process else (signal.SIGINT, signal.SIGTERM)
+            for signum in caught:
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    @property
+    def signal(self) -> str | None:
+        """What stopped the run: 'SIGINT', 'SIGTERM', or None while it has not stopped."""
+        return (self.received or "SIGTERM") if self._stop else None
 
     def _handle(self, signum: int, frame: types.FrameType | None) -> None:
         del frame
-        self.requested = True
-        logging.warning("Received signal %d: saving a checkpoint after this step, then exiting.", signum)
+        if signum == signal.SIGINT and self.received == "SIGINT":
+            sys.stderr.write("\nSecond Ctrl-C: stopping now without saving; the latest saved "
+                             "checkpoint is kept.\n")
+            sys.stderr.flush()
+            os._exit(130)  # an orbax save may be in flight: nothing else ends the process at once
+        self.received = signal.Signals(signum).name
+        logging.warning("Received %s: saving a checkpoint after this step, then exiting%s.", self.received,
+                        " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT else "")
+        if self.multi_process:
+            os.kill(os.getpid(), signal.SIGTERM)  # JAX's preemption service picks the common step
+        else:
+            self._stop = True
 
     def reached(self, step: int) -> bool:
         """Whether to save and stop after `step`."""
-        if self.multi_process:
-            self.requested = self.manager.reached_preemption(step)
-        return self.requested
+        if self.multi_process and not self._stop:
+            self._stop = bool(self.manager.reached_preemption(step))
+        return self._stop
 
     def close(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}

@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from wrna_jax import checkpoint, distributed, parallel
+from wrna_jax import checkpoint, distributed, parallel, validation, workdir
 from wrna_jax.data.input import Input, create_input
+from wrna_jax.errors import ConfigError, DamagedCheckpointError
 from wrna_jax.models import ModelOutput, create_model
 from wrna_jax.state import abstract_variables
 
@@ -98,43 +99,87 @@ def run_evaluation(step_fn: Any, variables: Any, batches: Iterable[Mapping[str, 
     return metrics
 
 
-def restore_variables(config: ml_collections.ConfigDict, workdir: str, which: str, model: Any,
-                      input_shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> tuple[int, dict[str, Any]]:
-    """(step, {'params', 'batch_stats'}) of checkpoint `which` ('best', 'latest' or a step) of
-    `workdir`, replicated on the mesh; the optimiser state is not read."""
-    ckpts = checkpoint.Checkpoints(workdir, keep=config.checkpoint_keep)
-    try:
-        step = ckpts.resolve(which)
+class Restorer:
+    """Reads checkpoints of a workdir for evaluation, writing nothing there (training may be
+    running in it): `--checkpoint` resolved to an intact step whose stored config holds the
+    same model; for 'latest' and 'best', a damaged step is reported and the next one used."""
+
+    def __init__(self, config: ml_collections.ConfigDict, workdir_path: str, which: str):
+        self.config, self.which = config, which
+        self.ckpts = checkpoint.Checkpoints(workdir_path, keep=config.checkpoint_keep, read_only=True)
+        self._reported: set[int] = set()
+        self.step = self._pick()
+
+    def _pick(self) -> int:
+        """The step `--checkpoint` names, past damaged ones for 'latest' and 'best'; reports
+        each damaged step and the one used instead."""
+        while True:
+            self.step = self.ckpts.resolve(self.which)
+            try:
+                checkpoint.check_same_model(self.ckpts.saved_config(self.step), self.config, self.step,
+                                            self.ckpts.directory)
+            except DamagedCheckpointError:
+                if self.which not in ("latest", "best"):
+                    raise
+                continue
+            self._report()
+            return self.step
+
+    def _report(self) -> None:
+        """Says which step is used instead of each damaged one found so far."""
+        for step, note in self.ckpts.damaged.items():
+            if step not in self._reported:
+                self._reported.add(step)
+                print(f"{note[0].upper()}{note[1:]}: evaluating step {self.step} instead "
+                      f"(--checkpoint={self.which}).", flush=True)
+
+    def variables(self, model: Any, input_shape: tuple[int, ...], mesh: jax.sharding.Mesh) -> tuple[int, dict]:
+        """(step, {'params', 'batch_stats'}) replicated on the mesh; the optimiser state is not read."""
         replicated = parallel.replicated(mesh)
         abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
                                 abstract_variables(model, input_shape))
-        return step, ckpts.restore_parts(step, abstract)
-    finally:
-        ckpts.close()
+        while True:
+            try:
+                return self.step, self.ckpts.restore_parts(self.step, abstract)
+            except DamagedCheckpointError as error:  # set aside and logged by Checkpoints
+                if self.which not in ("latest", "best"):
+                    raise DamagedCheckpointError(f"--checkpoint={self.which}: {error}. Intact steps: "
+                                                 f"{self.ckpts.all_steps()}.") from None
+                self.step = self._pick()
+
+    def close(self) -> None:
+        self.ckpts.close()
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str, which: str = "best",
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir_path: str, which: str = "best",
                         split: str | None = None, output_dir: str | None = None) -> dict[str, Any]:
     """eval.py: restore a checkpoint, evaluate `split` (default: the dataset's test split), run
     the configured evaluators, write eval_results.json and the figures to `output_dir`
-    (default <workdir>/eval_<which>)."""
+    (default <workdir>/eval_<which>). The workdir, the checkpoint and the output directory are
+    checked before the data is prepared."""
+    validation.check_config(config)
     model = create_model(config)
-    checkpoint.check_compatible(workdir, config)
     mesh = parallel.create_mesh(config.num_devices)
-    with distributed.process_0_first("preparing the dataset"):
-        data = create_input(config.dataset)
-    split = split or data.split("test_split")
-    if not data.has_split(split):
-        raise ValueError(f"--split={split!r}: the dataset has splits {sorted(data.builder.info.splits)}.")
-    step, variables = restore_variables(config, workdir, which, model, data.input_shape, mesh)
+    parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
+    workdir.check_run_exists(workdir_path)
+    restorer = Restorer(config, workdir_path, which)
+    try:
+        output_dir = output_dir or os.path.join(workdir_path, f"eval_{which}")
+        if jax.process_index() == 0:
+            workdir.check_writable(output_dir, "--output_dir")
+        with distributed.process_0_first("preparing the dataset"):
+            data = create_input(config.dataset)
+        split = split or data.split("test_split")
+        if not data.has_split(split):
+            raise ConfigError(f"--split={split!r}: the dataset has splits {sorted(data.builder.info.splits)}.")
+        step, variables = restorer.variables(model, data.input_shape, mesh)
+    finally:
+        restorer.close()
     step_fn = make_eval_step(model, mesh)
     results: dict[str, Any] = {"checkpoint_step": step, "split": split, **run_evaluation(
         step_fn, variables, build_eval_batches(data, split, config, mesh), model.hypothesis_names,
         model.num_classes)}
     logging.info("Step %d, %s: accuracy %.4f", step, split, results["accuracy"])
-    output_dir = output_dir or os.path.join(workdir, f"eval_{which}")
-    if jax.process_index() == 0:
-        os.makedirs(output_dir, exist_ok=True)
     from wrna_jax import evaluators  # they build on this module
 
     context = evaluators.Context(config=config, model=model, mesh=mesh, data=data, split=split,

@@ -11,6 +11,8 @@ from typing import Any, Mapping
 import flax
 import optax
 
+from wrna_jax.errors import ConfigError
+
 SCHEDULES = ("constant", "steps", "every")
 
 
@@ -29,7 +31,7 @@ def learning_rate_schedule(config: Mapping[str, Any], steps_per_epoch: int) -> o
         main = optax.exponential_decay(base, int(round(schedule["every_epochs"] * steps_per_epoch)),
                                        float(schedule["factor"]), staircase=True)
     else:
-        raise ValueError(f"Unknown schedule.kind {kind!r}; valid choices are {', '.join(map(repr, SCHEDULES))}.")
+        raise ConfigError(f"Unknown schedule.kind {kind!r}; valid choices are {', '.join(map(repr, SCHEDULES))}.")
     warmup = int(round(float(schedule["warmup_epochs"]) * steps_per_epoch))
     if warmup <= 0:
         return main

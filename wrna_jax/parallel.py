@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from wrna_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -21,10 +23,10 @@ def create_mesh(num_devices: int | None = None) -> Mesh:
     devices = jax.devices()
     if num_devices is not None:
         if not 1 <= num_devices <= len(devices):
-            raise ValueError(f"num_devices={num_devices}, but {len(devices)} device(s) are "
-                             f"available: use 1..{len(devices)} or None for all.")
+            raise ConfigError(f"num_devices={num_devices}, but {len(devices)} device(s) are "
+                              f"available: use 1..{len(devices)} or None for all.")
         if jax.process_count() > 1 and num_devices != len(devices):
-            raise ValueError("num_devices must be None (all devices) in a multi-process run.")
+            raise ConfigError("num_devices must be None (all devices) in a multi-process run.")
         devices = devices[:num_devices]
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
@@ -42,9 +44,9 @@ def check_batch_size(global_batch: int, mesh: Mesh, what: str = "batch_size") ->
     devices = mesh.devices.size
     if global_batch % devices:
         lower = global_batch - global_batch % devices
-        raise ValueError(f"{what}={global_batch} is not divisible by the {devices} devices of the "
-                         f"mesh: use a multiple of {devices} (e.g. {lower or devices} or "
-                         f"{lower + devices}).")
+        raise ConfigError(f"{what}={global_batch} is not divisible by the {devices} devices of the "
+                          f"mesh: use a multiple of {devices} (e.g. {lower or devices} or "
+                          f"{lower + devices}).")
     return global_batch // jax.process_count()
 
 

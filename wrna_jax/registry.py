@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
+from wrna_jax.errors import ConfigError
+
 T = TypeVar("T")
 
 
@@ -33,8 +35,8 @@ class Registry(Generic[T]):
         if name not in self._entries and self._discover is not None:
             self._discover()
         if name not in self._entries:
-            raise ValueError(f"Unknown {self.what} {name!r}; valid choices are "
-                             f"{', '.join(map(repr, sorted(self._entries)))}.")
+            raise ConfigError(f"Unknown {self.what} {name!r}; valid choices are "
+                              f"{', '.join(map(repr, sorted(self._entries)))}.")
         return self._entries[name]
 
     def __contains__(self, name: object) -> bool:

@@ -26,9 +26,11 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from wrna_jax import parallel
+from wrna_jax.errors import ConfigError
 from wrna_jax.models import factory
 from wrna_jax.optim import learning_rate_schedule
 from wrna_jax.state import TrainState
@@ -79,9 +81,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
     """One SGD step on the combined NLL plus the weighted diversity regulariser.
 
     With `grad_accum_steps` = k > 1 the batch is processed as k micro-batches (module
-    docstring) and the optimiser steps once on the mean gradient. A non-finite loss leaves
-    parameters, statistics and optimiser state unchanged and is reported in
-    `metrics['nonfinite']`, so the host can stop with the last good state.
+    docstring) and the optimiser steps once on the mean gradient. A non-finite loss, gradient or
+    BatchNorm statistic leaves parameters, statistics and optimiser state unchanged and is
+    reported in `metrics['nonfinite']`, so the host can stop with the last good state.
     """
     dropout_rng = jax.random.fold_in(state.rng, state.step)
     compute = functools.partial(loss_and_grads, model=model, regularizer_weight=regularizer_weight)
@@ -103,7 +105,10 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
         grads, batch_stats, metrics = jax.tree.map(lambda t: t / grad_accum_steps, totals)
 
     updated = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    finite = jnp.isfinite(metrics["loss"])
+    # The loss alone does not show every bad step: a batch of NaN images gives a finite loss on
+    # XLA:CPU, and NaN gradients and BatchNorm statistics (tests/test_train.py).
+    finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.global_norm(grads))
+              & jnp.isfinite(optax.global_norm(batch_stats)))
     keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     new_state = updated.replace(
         params=keep_if_finite(updated.params, state.params),
@@ -118,18 +123,18 @@ def check_grad_accum(config: ml_collections.ConfigDict, num_devices: int) -> int
     """`config.grad_accum_steps`, or a clear error when the batch cannot be split that way."""
     k = config.grad_accum_steps
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"config.grad_accum_steps={k!r}: use a positive integer (1 = no accumulation).")
+        raise ConfigError(f"config.grad_accum_steps={k!r}: use a positive integer (1 = no accumulation).")
     unit = num_devices * k
     if config.batch_size % unit:
         lower = config.batch_size - config.batch_size % unit
-        raise ValueError(f"batch_size={config.batch_size} is not divisible by {num_devices} device(s) x "
-                         f"grad_accum_steps={k} = {unit}: use a multiple of {unit} "
-                         f"(e.g. {lower or unit} or {lower + unit}) or change grad_accum_steps.")
+        raise ConfigError(f"batch_size={config.batch_size} is not divisible by {num_devices} device(s) x "
+                          f"grad_accum_steps={k} = {unit}: use a multiple of {unit} "
+                          f"(e.g. {lower or unit} or {lower + unit}) or change grad_accum_steps.")
     group = config.model.bn_group_size
     if group is not None and (config.batch_size // k) % group:
-        raise ValueError(f"model.bn_group_size={group} does not divide the {config.batch_size // k} examples "
-                         f"of a step (batch_size={config.batch_size} / grad_accum_steps={k}): choose a "
-                         "group size that divides it, or None for statistics over the whole batch.")
+        raise ConfigError(f"model.bn_group_size={group} does not divide the {config.batch_size // k} examples "
+                          f"of a step (batch_size={config.batch_size} / grad_accum_steps={k}): choose a "
+                          "group size that divides it, or None for statistics over the whole batch.")
     return k
 
 

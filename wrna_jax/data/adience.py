@@ -58,6 +58,7 @@ from etils import epath
 from wrna_jax.data.manual import (
     FoldConfig, ManualDownloadBuilder,
     encode_jpeg, find_manual_root, load_verified_image, read_text, record_skips)
+from wrna_jax.errors import BadFileError, MissingFileError
 
 NUM_FOLDS = 5
 TASKS = ("age", "gender")
@@ -125,7 +126,7 @@ def image_folder(root: epath.Path) -> tuple[epath.Path, str]:
     for folder, prefix in IMAGE_FOLDERS:
         if (root / folder).is_dir():
             return root / folder, prefix
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"Adience: neither {root / 'aligned'} nor {root / 'faces'} exists next to the fold "
         f"files.\n{MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
@@ -136,12 +137,12 @@ def read_folds(root: epath.Path, task: str, skipped: collections.Counter) -> lis
     Rows without a `task` label are counted in `skipped['unknown_age' | 'unknown_gender']`.
     """
     if task not in TASKS:
-        raise ValueError(f"task={task!r}: must be one of {TASKS}.")
+        raise BadFileError(f"task={task!r}: must be one of {TASKS}.")
     missing = [name for name in (f"fold_{k}_data.txt" for k in range(NUM_FOLDS))
                if not (root / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"Adience: {', '.join(missing)} missing from {root}.\n"
-                                f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
+        raise MissingFileError(f"Adience: {', '.join(missing)} missing from {root}.\n"
+                               f"{MANUAL_DOWNLOAD_INSTRUCTIONS}")
     folder, prefix = image_folder(root)
     label_fn = age_group if task == "age" else gender_label
     unknown: collections.Counter = collections.Counter()
@@ -152,8 +153,8 @@ def read_folds(root: epath.Path, task: str, skipped: collections.Counter) -> lis
         rows.fieldnames = [name.strip() for name in rows.fieldnames or []]
         absent = [column for column in REQUIRED_COLUMNS if column not in rows.fieldnames]
         if absent:
-            raise ValueError(f"{path}: header lacks the columns {absent}; is this an Adience "
-                             "fold_<k>_data.txt?")
+            raise BadFileError(f"{path}: header lacks the columns {absent}; is this an Adience "
+                               "fold_<k>_data.txt?")
         for line_no, row in enumerate(rows, start=2):
             fields = {column: (row[column] or "").strip() for column in REQUIRED_COLUMNS}
             label = label_fn(fields[task])
@@ -181,7 +182,7 @@ class AdienceConfig(FoldConfig):
 
     def check(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"task={self.task!r}: must be one of {TASKS}.")
+            raise BadFileError(f"task={self.task!r}: must be one of {TASKS}.")
 
     def default_name(self) -> str:
         return f"{self.task}_fold{self.test_fold}"

@@ -36,6 +36,8 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from wrna_jax.errors import ConfigError
+
 DIGIT_SIZE = 28
 NUM_CLASSES = 10
 SPLITS = ("train", "validation", "test")
@@ -73,14 +75,14 @@ class CanvasSpec:
         for field, minimum in minimums.items():
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise ValueError(f"{field}={value!r}: must be an integer >= {minimum}.")
+                raise ConfigError(f"{field}={value!r}: must be an integer >= {minimum}.")
             if value < minimum:
-                raise ValueError(f"{field}={value}: must be >= {minimum}.")
+                raise ConfigError(f"{field}={value}: must be >= {minimum}.")
         if self.distractor_size > DIGIT_SIZE:
-            raise ValueError(f"distractor_size={self.distractor_size}: must be in 1..{DIGIT_SIZE} "
-                             "(a crop of a 28x28 digit).")
+            raise ConfigError(f"distractor_size={self.distractor_size}: must be in 1..{DIGIT_SIZE} "
+                              "(a crop of a 28x28 digit).")
         if self.source not in SOURCES:
-            raise ValueError(f"source={self.source!r}: must be one of {SOURCES}.")
+            raise ConfigError(f"source={self.source!r}: must be one of {SOURCES}.")
 
     @property
     def name(self) -> str:
@@ -308,8 +310,8 @@ def _as_digit_images(digits: np.ndarray) -> np.ndarray:
 def _check_geometry(canvas_size: int, digit_size: int, distractor_size: int,
                     num_distractors: int) -> None:
     if digit_size < 1 or canvas_size < digit_size:
-        raise ValueError(f"canvas_size={canvas_size}: must be >= digit_size={digit_size}.")
+        raise ConfigError(f"canvas_size={canvas_size}: must be >= digit_size={digit_size}.")
     if not 1 <= distractor_size <= digit_size:
-        raise ValueError(f"distractor_size={distractor_size}: must be in 1..{digit_size}.")
+        raise ConfigError(f"distractor_size={distractor_size}: must be in 1..{digit_size}.")
     if num_distractors < 0:
-        raise ValueError(f"num_distractors={num_distractors}: must be >= 0.")
+        raise ConfigError(f"num_distractors={num_distractors}: must be >= 0.")

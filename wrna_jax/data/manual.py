@@ -18,6 +18,7 @@ from etils import epath
 from PIL import Image, ImageFile
 
 from wrna_jax.data.tensorflow_cpu import tf  # noqa: F401  (TFDS below runs on the CPU)
+from wrna_jax.errors import ConfigError, MissingFileError
 
 JPEG_QUALITY = 95
 
@@ -35,14 +36,14 @@ def find_manual_root(dl_manager: tfds.download.DownloadManager, marker: str, dat
     try:
         root = epath.Path(dl_manager.manual_dir)
     except AssertionError:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{dataset}: the manual download directory {manual_dir} does not exist or is "
             f"empty.\n{instructions}") from None
     candidates = [root, *sorted(path for path in root.iterdir() if path.is_dir())]
     for candidate in candidates:
         if (candidate / marker).is_file():
             return candidate
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"{dataset}: no {marker} in the manual download directory {root} or in its direct "
         f"subfolders.\n{instructions}")
 
@@ -111,7 +112,7 @@ class FoldConfig(tfds.core.BuilderConfig):
 
     def __post_init__(self) -> None:
         if not 0 <= self.test_fold < self.num_folds:
-            raise ValueError(f"test_fold={self.test_fold}: must be in 0..{self.num_folds - 1}.")
+            raise ConfigError(f"test_fold={self.test_fold}: must be in 0..{self.num_folds - 1}.")
         self.check()
         self.name = self.name or self.default_name()
         if self.description is None:

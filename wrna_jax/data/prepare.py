@@ -21,11 +21,12 @@ from etils import epath
 
 from wrna_jax.data.registry import dataset_spec
 from wrna_jax.data.tensorflow_cpu import tf  # noqa: F401  (TFDS below runs on the CPU)
+from wrna_jax.errors import ConfigError, MissingFileError
 
 SPLIT_FIELDS = ("train_split", "eval_split", "test_split")
 
 
-class DatasetUnavailableError(FileNotFoundError):
+class DatasetUnavailableError(MissingFileError):
     """The dataset is not prepared in data_dir and cannot be prepared here; the message says
     what to download and where to put it."""
 
@@ -44,7 +45,7 @@ def get_builder(dataset: Mapping[str, Any], **overrides: Any) -> tfds.core.Datas
         builder = getattr(importlib.import_module(module), function)(dataset, **overrides)
     else:
         if overrides:
-            raise ValueError(f"{spec.name} is prepared by TFDS: it takes no overrides ({sorted(overrides)}).")
+            raise ConfigError(f"{spec.name} is prepared by TFDS: it takes no overrides ({sorted(overrides)}).")
         if spec.module:
             importlib.import_module(spec.module)
         builder = prepare_builder(spec.builder_name(dataset), dataset["data_dir"], dataset["manual_dir"])
@@ -61,7 +62,7 @@ def check_splits(dataset: Mapping[str, Any], builder: tfds.core.DatasetBuilder) 
         try:
             builder.info.splits[split]
         except (KeyError, ValueError) as error:
-            raise ValueError(
+            raise ConfigError(
                 f"config.dataset.{field}={split!r} is not a split of {builder.name} (it has "
                 f"{', '.join(sorted(builder.info.splits))}); the usual choice for "
                 f"{spec.name} is {getattr(spec, field)!r}.") from error

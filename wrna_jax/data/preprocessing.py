@@ -60,6 +60,7 @@ import tensorflow_datasets as tfds
 from wrna_jax.data.pipeline import Example, PreprocessFn
 from wrna_jax.data.registry import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec
 from wrna_jax.data.tensorflow_cpu import tf
+from wrna_jax.errors import ConfigError
 from wrna_jax.registry import Registry
 
 # A [y, x, height, width] int32 pixel window from an image's [height, width].
@@ -228,8 +229,8 @@ class FineGrainedPreprocess:
 
     def __post_init__(self) -> None:
         if not 0 < self.image_size <= self.resize_size:
-            raise ValueError(f"image_size={self.image_size}, resize_size={self.resize_size}: "
-                             "need 0 < image_size <= resize_size.")
+            raise ConfigError(f"image_size={self.image_size}, resize_size={self.resize_size}: "
+                              "need 0 < image_size <= resize_size.")
         if self.ten_crop and self.train:
             raise ValueError("ten_crop is an evaluation transform; training takes one crop.")
 
@@ -337,7 +338,7 @@ def _stored_shape(spec: DatasetSpec, dataset: Mapping[str, Any], builder: Any) -
 def _fine_grained(spec: DatasetSpec, dataset: Mapping[str, Any], train: bool, ten_crop: bool | None) -> PreprocessFn:
     images = dataset["images"]
     if images["crop_to_bbox"] and spec.bbox_key is None:
-        raise ValueError(f"{spec.name} has no bounding boxes: set config.dataset.images.crop_to_bbox=False.")
+        raise ConfigError(f"{spec.name} has no bounding boxes: set config.dataset.images.crop_to_bbox=False.")
     ten_crop = images["ten_crop"] if ten_crop is None else ten_crop
     return FineGrainedPreprocess(
         train=train, image_size=images["image_size"], resize_size=images["resize_size"],

@@ -53,6 +53,7 @@ from PIL import Image
 
 from wrna_jax.data.manual import (
     FoldConfig, ManualDownloadBuilder, encode_jpeg, find_manual_root, load_verified_image, read_text, record_skips)
+from wrna_jax.errors import BadFileError, MissingFileError
 
 NUM_CLASSES = 100
 NUM_FOLDS = 5
@@ -104,8 +105,8 @@ def read_categories(root: epath.Path) -> list[str]:
             continue  # The `id name` header and blank lines.
         names[int(fields[0])] = fields[1].strip()
     if sorted(names) != list(range(1, NUM_CLASSES + 1)):
-        raise ValueError(f"{path} must list the class ids 1..{NUM_CLASSES} once each; found "
-                         f"{len(names)} ids. Is the {ARCHIVE} extraction complete?")
+        raise BadFileError(f"{path} must list the class ids 1..{NUM_CLASSES} once each; found "
+                           f"{len(names)} ids. Is the {ARCHIVE} extraction complete?")
     return [names[i] for i in range(1, NUM_CLASSES + 1)]
 
 
@@ -117,7 +118,7 @@ def read_boxes(root: epath.Path, skipped: collections.Counter) -> list[BoxRecord
     missing = [str(i) for i in range(1, NUM_CLASSES + 1)
                if not (root / str(i) / "bb_info.txt").is_file()]
     if missing:
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"UEC Food-100: {len(missing)} class folders lack bb_info.txt under {root} (e.g. "
             f"{root / missing[0] / 'bb_info.txt'}). Is the {ARCHIVE} extraction complete?")
     records = []

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from wrna_jax.errors import ConfigError
 from wrna_jax.models.layers import avg_pool_floor, batch_norm, conv, kaiming_normal, torch_default, torch_default_bias
 from wrna_jax.models.outputs import AttentionOutput
 
@@ -89,8 +90,8 @@ def diversity_regularizer(masks: Sequence[jax.Array], normalization: str, pool: 
     penalises its squared off-diagonal entries. Zero for K = 1 or orthogonal masks.
     """
     if normalization not in REGULARIZER_NORMS:
-        raise ValueError(f"Unknown regulariser normalisation {normalization!r}; "
-                         f"choose one of {REGULARIZER_NORMS}.")
+        raise ConfigError(f"Unknown regulariser normalisation {normalization!r}; "
+                          f"choose one of {REGULARIZER_NORMS}.")
     if not masks:
         return jnp.zeros((), jnp.float32)
     per_module = []

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from wrna_jax.errors import ConfigError
 from wrna_jax.models.layers import batch_norm, conv, dense, torch_default
 from wrna_jax.models.outputs import BackboneOutput
 from wrna_jax.models.registry import Backbone, register_backbone
@@ -102,12 +103,12 @@ def build(model: Mapping[str, Any], dtype: Any, bn_group_size: int | None) -> Ci
     """WRN-d-k: `model.depth` d (6n+4), `model.width` k, `model.dropout`, `model.layout`."""
     depth = int(model["depth"])
     if depth < 10 or (depth - 4) % 6:
-        raise ValueError(f"model.depth={depth} is not a valid WRN depth: use 6n+4 with n >= 1 "
-                         "(10, 16, 22, 28, 34, 40, ...).")
+        raise ConfigError(f"model.depth={depth} is not a valid WRN depth: use 6n+4 with n >= 1 "
+                          "(10, 16, 22, 28, 34, 40, ...).")
     if model["layout"] not in LAYOUTS:
-        raise ValueError(f"Unknown model.layout {model['layout']!r}; valid choices are "
-                         f"{', '.join(map(repr, LAYOUTS))}.")
+        raise ConfigError(f"Unknown model.layout {model['layout']!r}; valid choices are "
+                          f"{', '.join(map(repr, LAYOUTS))}.")
     if not 0 <= model["dropout"] < 1:
-        raise ValueError(f"model.dropout={model['dropout']!r}: use a probability in [0, 1).")
+        raise ConfigError(f"model.dropout={model['dropout']!r}: use a probability in [0, 1).")
     return CifarWRN(num_classes=int(model["num_classes"]), depth=depth, width=int(model["width"]),
                     dropout=float(model["dropout"]), layout=model["layout"], dtype=dtype, bn_group_size=bn_group_size)

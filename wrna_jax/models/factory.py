@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax.numpy as jnp
 
+from wrna_jax.errors import ConfigError
 from wrna_jax.models.attention import (GATE_FUNCTIONS, MASK_FUNCTIONS, OUTPUTS, REDUCTIONS, REGULARIZER_NORMS,
                                        AttentionSpec)
 from wrna_jax.models.network import AttentionNetwork, attach_points
@@ -47,15 +48,15 @@ _CHOICES = {"mask_fn": MASK_FUNCTIONS, "reduction": REDUCTIONS, "mask_kernel": (
 
 def _choose(kind: str, value: Any, valid: tuple) -> Any:
     if value not in valid:
-        raise ValueError(f"Unknown {kind} {value!r}; valid choices are {', '.join(map(repr, valid))}.")
+        raise ConfigError(f"Unknown {kind} {value!r}; valid choices are {', '.join(map(repr, valid))}.")
     return value
 
 
 def _bn_group_size(model_config: Mapping[str, Any]) -> int | None:
     size = model_config["bn_group_size"]
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 2):
-        raise ValueError(f"model.bn_group_size={size!r}: use None (statistics over the whole batch) or "
-                         "a whole number >= 2 of examples per BatchNorm group.")
+        raise ConfigError(f"model.bn_group_size={size!r}: use None (statistics over the whole batch) or "
+                          "a whole number >= 2 of examples per BatchNorm group.")
     return size
 
 
@@ -66,13 +67,13 @@ def create_backbone(model_config: Mapping[str, Any]) -> nn.Module:
     _choose("model.dtype", model_config["dtype"], tuple(DTYPES))
     num_classes = model_config["num_classes"]
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"model.num_classes must be a whole number of at least 2, got {num_classes!r}.")
+        raise ConfigError(f"model.num_classes must be a whole number of at least 2, got {num_classes!r}.")
     stn = model_config["stn"] or False
     if not isinstance(stn, bool):
-        raise ValueError(f"model.stn={stn!r}: use True or False.")
+        raise ConfigError(f"model.stn={stn!r}: use True or False.")
     if stn and not entry.stn:
-        raise ValueError(f"model.stn=True is not implemented for the {entry.name!r} backbone (only for "
-                         "'mnist_cnn').")
+        raise ConfigError(f"model.stn=True is not implemented for the {entry.name!r} backbone (only for "
+                          "'mnist_cnn').")
     return entry.build(model_config, DTYPES[model_config["dtype"]], _bn_group_size(model_config))
 
 
@@ -85,7 +86,7 @@ def regularizer_weight(attention_config: Mapping[str, Any]) -> float:
     weight = attention_config["regularizer_weight"]
     weight = _preset(attention_config)["regularizer_weight"] if weight is None else weight
     if not weight >= 0:
-        raise ValueError(f"attention.regularizer_weight={weight!r}: use 0 (off) or a positive weight.")
+        raise ConfigError(f"attention.regularizer_weight={weight!r}: use 0 (off) or a positive weight.")
     return float(weight)
 
 
@@ -100,23 +101,23 @@ def attention_spec(attention_config: Mapping[str, Any], backbone: nn.Module,
         if value is None:
             continue
         if preset[key] is None:
-            raise ValueError(f"attention.{key}={value!r} does not apply to the {attention_config['preset']!r} "
-                             f"preset ({preset['module']} modules have no such part): leave it None.")
+            raise ConfigError(f"attention.{key}={value!r} does not apply to the {attention_config['preset']!r} "
+                              f"preset ({preset['module']} modules have no such part): leave it None.")
         fields[key] = value
     for key, valid in _CHOICES.items():
         if fields[key] is not None:
             _choose(f"attention.{key}", fields[key], valid)
     if fields["output"] == "50" and fields["module"] != "rectify":
-        raise ValueError("attention.output='50' (the backbone averaged with the gated attention output) "
-                         "exists for the 'attend_rectify' preset only; use 'all'.")
+        raise ConfigError("attention.output='50' (the backbone averaged with the gated attention output) "
+                          "exists for the 'attend_rectify' preset only; use 'all'.")
     spec = AttentionSpec(depth=depth, width=width, gates=bool(attention_config["gates"]),
                          bn_group_size=bn_group_size, **fields)
     points = attach_points(backbone, spec)
     if not 0 <= depth <= len(points):
-        raise ValueError(f"attention.depth (AD) = {depth}, but this backbone has "
-                         f"{len(points)} attach points {points}: use 0..{len(points)}.")
+        raise ConfigError(f"attention.depth (AD) = {depth}, but this backbone has "
+                          f"{len(points)} attach points {points}: use 0..{len(points)}.")
     if width < 1:
-        raise ValueError(f"attention.width (AW) = {width}: it must be at least 1.")
+        raise ConfigError(f"attention.width (AW) = {width}: it must be at least 1.")
     return spec
 
 

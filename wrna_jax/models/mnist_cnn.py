@@ -14,7 +14,6 @@ from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from wrna_jax.models.layers import batch_norm, conv, dense, max_pool
 from wrna_jax.models.outputs import BackboneOutput

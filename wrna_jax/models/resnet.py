@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wrna_jax.errors import BadFileError, ConfigError
 from wrna_jax.models.layers import batch_norm, conv, dense, kaiming_normal_fan_out, max_pool
 from wrna_jax.models.outputs import BackboneOutput
 from wrna_jax.models.registry import Backbone, PretrainedWeights, register_backbone
@@ -136,7 +137,7 @@ class TorchLayout:
     def depth(self) -> int:
         depths = {v: k for k, v in STAGE_SIZES.items()}
         if self.stage_sizes not in depths:
-            raise ValueError(f"ResNet stage sizes {self.stage_sizes} are not ResNet-50/101/152.")
+            raise BadFileError(f"ResNet stage sizes {self.stage_sizes} are not ResNet-50/101/152.")
         return depths[self.stage_sizes]
 
 
@@ -149,11 +150,11 @@ def torch_layout(state_dict: Mapping[str, np.ndarray], naming: str = "torchvisio
         pattern, first, classifier = r"group(\d+)\.layer\.(\d+)\.", "group0.layer.0.conv1.weight", "linear.weight"
         stage_base = 0
     if first not in state_dict:
-        raise ValueError(f"This does not look like a {naming} ResNet state dict: there is no {first!r} "
-                         f"(its first keys: {', '.join(list(state_dict)[:5])}).")
+        raise BadFileError(f"This does not look like a {naming} ResNet state dict: there is no {first!r} "
+                           f"(its first keys: {', '.join(list(state_dict)[:5])}).")
     if f"{first.rsplit('.', 2)[0]}.conv3.weight" not in state_dict:
-        raise ValueError("Only bottleneck ResNets (resnet50/101/152, wide_resnet50_2/101_2) are "
-                         "supported; this state dict has basic blocks (resnet18/34).")
+        raise BadFileError("Only bottleneck ResNets (resnet50/101/152, wide_resnet50_2/101_2) are "
+                           "supported; this state dict has basic blocks (resnet18/34).")
     blocks: dict[int, int] = {}
     for key in state_dict:
         match = re.match(pattern, key)
@@ -162,12 +163,12 @@ def torch_layout(state_dict: Mapping[str, np.ndarray], naming: str = "torchvisio
             blocks[stage] = max(blocks.get(stage, 0), block + 1)
     stage_sizes = tuple(blocks[s] for s in sorted(blocks))
     if sorted(blocks) != list(range(len(blocks))):
-        raise ValueError(f"The state dict has ResNet stages {sorted(blocks)}: some are missing.")
+        raise BadFileError(f"The state dict has ResNet stages {sorted(blocks)}: some are missing.")
     inner = state_dict[first].shape[0]
     if inner % 64:
-        raise ValueError(f"{first} has {inner} output channels, not a multiple of 64.")
+        raise BadFileError(f"{first} has {inner} output channels, not a multiple of 64.")
     if classifier not in state_dict:
-        raise ValueError(f"The state dict has no classifier {classifier!r}; it may be truncated.")
+        raise BadFileError(f"The state dict has no classifier {classifier!r}; it may be truncated.")
     return TorchLayout(stage_sizes, inner // 64, int(state_dict[classifier].shape[0]))
 
 
@@ -209,7 +210,7 @@ def build(model: Mapping[str, Any], dtype: Any, bn_group_size: int | None) -> Re
     """`model.depth` 50/101/152 and `model.width` (2: wide_resnet50_2; 1: resnet50)."""
     depth = model["depth"]
     if depth not in STAGE_SIZES:
-        raise ValueError(f"Unknown model.depth for imagenet_resnet {depth!r}; valid choices are "
-                         f"{', '.join(map(repr, STAGE_SIZES))}.")
+        raise ConfigError(f"Unknown model.depth for imagenet_resnet {depth!r}; valid choices are "
+                          f"{', '.join(map(repr, STAGE_SIZES))}.")
     return ResNet(num_classes=int(model["num_classes"]), stage_sizes=STAGE_SIZES[depth], width=int(model["width"]),
                   dtype=dtype, bn_group_size=bn_group_size)

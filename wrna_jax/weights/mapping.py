@@ -19,13 +19,15 @@ import flax
 import jax
 import numpy as np
 
+from wrna_jax.errors import BadFileError
+
 Path = tuple[str, ...]
 # Keys that carry no parameter: BatchNorm's update counters (PyTorch >= 0.4).
 IGNORED_SUFFIXES = (".num_batches_tracked",)
 MAX_LISTED = 25
 
 
-class WeightMismatchError(ValueError):
+class WeightMismatchError(BadFileError):
     """A state dict that does not fit the model; lists every missing, unexpected and mis-shaped key."""
 
     def __init__(self, what: str, missing: Sequence[str], unexpected: Sequence[str],

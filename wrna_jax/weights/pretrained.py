@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from wrna_jax.errors import ConfigError, MissingDependencyError, MissingFileError, WorkdirError
 from wrna_jax.models import backbone_entry, create_backbone
 from wrna_jax.models.registry import PretrainedWeights
 from wrna_jax.weights import files, mapping
@@ -37,8 +38,8 @@ def hook(backbone: str) -> PretrainedWeights:
     """The registered backbone's conversion of PyTorch weights, or a clear error."""
     entry = backbone_entry(backbone)
     if entry.pretrained is None:
-        raise ValueError(f"The {backbone!r} backbone has no pretrained weights to initialise from: "
-                         "unset config.init_from (--config.init_from='').")
+        raise ConfigError(f"The {backbone!r} backbone has no pretrained weights to initialise from: "
+                          "unset config.init_from (--config.init_from='').")
     return entry.pretrained
 
 
@@ -54,10 +55,10 @@ def check_destination(directory: str, force: bool = False) -> str:
     directory = os.path.abspath(os.path.expanduser(directory))
     if os.path.exists(directory):
         if not force:
-            raise FileExistsError(f"{directory} already exists; pass --force to replace it.")
+            raise WorkdirError(f"{directory} already exists; pass --force to replace it.")
         if not os.path.isfile(os.path.join(directory, METADATA)):
-            raise FileExistsError(f"{directory} exists and is not a converted backbone (no {METADATA}); "
-                                  "refusing to replace it: choose another destination.")
+            raise WorkdirError(f"{directory} exists and is not a converted backbone (no {METADATA}); "
+                               "refusing to replace it: choose another destination.")
     return directory
 
 
@@ -90,15 +91,15 @@ def read_description(directory: str) -> dict[str, Any]:
     """The description of a converted backbone directory, or a clear error."""
     path = os.path.join(directory, METADATA)
     if not os.path.isfile(path):
-        raise ValueError(f"{directory} is not a converted backbone (no {METADATA}). "
-                         f"Convert the weights with: python -m wrna_jax.convert SRC {directory}")
+        raise ConfigError(f"{directory} is not a converted backbone (no {METADATA}). "
+                          f"Convert the weights with: python -m wrna_jax.convert SRC {directory}")
     with open(path) as f:
         meta = json.load(f)
     if meta.get("format") == _V1:
         meta = {**meta, "backbone": "imagenet_resnet"}
     elif meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r}); "
-                         "convert the weights again with python -m wrna_jax.convert.")
+        raise ConfigError(f"{path}: unknown format {meta.get('format')!r} (expected {FORMAT!r}); "
+                          "convert the weights again with python -m wrna_jax.convert.")
     return {key: value for key, value in meta.items() if key != "format"}
 
 
@@ -121,11 +122,11 @@ def load_backbone(path: str, backbone: str = "imagenet_resnet") -> tuple[dict[st
 
 def _check_matches(description: Mapping[str, Any], config: ml_collections.ConfigDict) -> None:
     if description["backbone"] != config.model.backbone:
-        raise ValueError(f"config.init_from holds a {description['backbone']!r} backbone, but the config "
-                         f"builds model.backbone={config.model.backbone!r}: make them agree.")
+        raise ConfigError(f"config.init_from holds a {description['backbone']!r} backbone, but the config "
+                          f"builds model.backbone={config.model.backbone!r}: make them agree.")
     problem = hook(description["backbone"]).mismatch(description, config.model)
     if problem:
-        raise ValueError(f"config.init_from: {problem}: make them agree.")
+        raise ConfigError(f"config.init_from: {problem}: make them agree.")
 
 
 def check_init_from(config: ml_collections.ConfigDict) -> None:
@@ -136,15 +137,15 @@ def check_init_from(config: ml_collections.ConfigDict) -> None:
     weights = hook(config.model.backbone)
     full = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(full):
-        raise FileNotFoundError(f"config.init_from={path!r}: {full} does not exist.\n"
-                                + weights.instructions.replace("DST", path)
-                                + "\nOr train from scratch: --config.init_from='' (init_from=None in a config file).")
+        raise MissingFileError(f"config.init_from={path!r}: {full} does not exist.\n"
+                               + weights.instructions.replace("DST", path)
+                               + "\nOr train from scratch: --config.init_from='' (init_from=None in a config file).")
     if os.path.isdir(full):
         _check_matches(read_description(full), config)
     elif files.file_kind(full) == "torch" and not files.torch_available():
-        raise ImportError(f"config.init_from={path!r} is a PyTorch file and torch is not installed: "
-                          f"convert it once where torch is (python -m wrna_jax.convert {path} DST) "
-                          "and point init_from at DST.")
+        raise MissingDependencyError(f"config.init_from={path!r} is a PyTorch file and torch is not installed: "
+                                     f"convert it once where torch is (python -m wrna_jax.convert {path} DST) "
+                                     "and point init_from at DST.")
 
 
 def apply_init_from(state: Any, config: ml_collections.ConfigDict) -> Any:
@@ -166,15 +167,15 @@ def apply_init_from(state: Any, config: ml_collections.ConfigDict) -> Any:
             target = ("backbone", *path)
             old = new[collection].get(target)
             if old is None or old.shape != value.shape:
-                raise ValueError(f"config.init_from: {collection}/{'/'.join(path)} "
-                                 f"{value.shape} does not fit the model "
-                                 f"({None if old is None else old.shape}).")
+                raise ConfigError(f"config.init_from: {collection}/{'/'.join(path)} "
+                                  f"{value.shape} does not fit the model "
+                                  f"({None if old is None else old.shape}).")
             new[collection][target] = jax.device_put(value.astype(old.dtype), old.sharding)
             replaced += 1
     expected = sum(1 for tree in (params, stats) for p in tree
                    if p[0] == "backbone" and p[1] != classifier)
     if replaced != expected:
-        raise ValueError(f"config.init_from filled {replaced} of the backbone's {expected} arrays.")
+        raise ConfigError(f"config.init_from filled {replaced} of the backbone's {expected} arrays.")
     params = flax.traverse_util.unflatten_dict(new["params"])
     sharding = jax.tree.leaves(params)[0].sharding
     opt_state = jax.jit(state.tx.init, out_shardings=sharding)(params)

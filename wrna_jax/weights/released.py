@@ -38,6 +38,7 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
+from wrna_jax.errors import BadFileError
 from wrna_jax.models import create_model, resnet
 from wrna_jax.weights import files, mapping
 from wrna_jax.weights.mapping import Path, Rule
@@ -86,10 +87,10 @@ def backbone_kind(state_dict: Mapping[str, np.ndarray]) -> tuple[str, str]:
         return "imagenet_resnet", "released"
     if "layer1.0.conv1.weight" in state_dict:
         return "imagenet_resnet", "torchvision"
-    raise ValueError("This is not a released painless-attention state dict: it has neither the "
-                     "cluttered-MNIST keys (conv5.weight, fc1.weight) nor a WRN backbone "
-                     f"(group0.layer.0.conv1.weight or layer1.0.conv1.weight). First keys: "
-                     f"{', '.join(list(state_dict)[:5])}.")
+    raise BadFileError("This is not a released painless-attention state dict: it has neither the "
+                       "cluttered-MNIST keys (conv5.weight, fc1.weight) nor a WRN backbone "
+                       f"(group0.layer.0.conv1.weight or layer1.0.conv1.weight). First keys: "
+                       f"{', '.join(list(state_dict)[:5])}.")
 
 
 def _base_config() -> ml_collections.ConfigDict:
@@ -116,20 +117,20 @@ def released_config(state_dict: Mapping[str, np.ndarray],
     modules = _modules(state_dict)
     widths = set(modules.values())
     if len(widths) > 1 or 0 in widths:
-        raise ValueError(f"The attention modules have different numbers of heads {modules}: every "
-                         "module must have all its heads; the file may be truncated.")
+        raise BadFileError(f"The attention modules have different numbers of heads {modules}: every "
+                           "module must have all its heads; the file may be truncated.")
     depth, width = len(modules), (widths.pop() if widths else 1)
     if generation == "dev":
         if kind != "imagenet_resnet":
-            raise ValueError("Only the dev branch's WRN-50-2 network can be imported (its CIFAR network "
-                             "is not supported).")
+            raise BadFileError("Only the dev branch's WRN-50-2 network can be imported (its CIFAR network "
+                               "is not supported).")
         deepest = 2  # att2 on layer3; layer4 is never attended
     else:
         deepest = 5 if kind == "mnist_cnn" else 3  # att5 after conv5; att3 after group3 (layer4)
     expected = set(range(deepest - depth + 1, deepest + 1))
     if set(modules) != expected:
-        raise ValueError(f"Attention modules {sorted(modules)} are not the deepest {depth} of this "
-                         f"network (expected att{sorted(expected)}): it cannot be imported.")
+        raise BadFileError(f"Attention modules {sorted(modules)} are not the deepest {depth} of this "
+                           f"network (expected att{sorted(expected)}): it cannot be imported.")
     model: dict[str, Any] = dict(backbone=kind)
     if kind == "mnist_cnn":
         model["num_classes"] = int(state_dict["fc2.weight"].shape[0])
@@ -145,8 +146,8 @@ def released_config(state_dict: Mapping[str, np.ndarray],
         gates = DEV_GATE[0] in state_dict
         rows = int(state_dict[DEV_GATE[0]].shape[0]) if gates else depth + 1
         if rows not in (depth, depth + 1):
-            raise ValueError(f"{DEV_GATE[0]} has {rows} rows for {depth} attention modules: expected {depth} "
-                             f"(attention_output '50') or {depth + 1} ('all').")
+            raise BadFileError(f"{DEV_GATE[0]} has {rows} rows for {depth} attention modules: expected {depth} "
+                               f"(attention_output '50') or {depth + 1} ('all').")
         attention.update(preset="attend_rectify", gates=gates, gate_fn=gate_fn,
                          output="all" if rows == depth + 1 else "50")
     else:
@@ -174,7 +175,7 @@ def painless_rules(template: Mapping[Path, tuple[int, ...]], ours: str, theirs: 
             _, features, channels = shape
             size = int(round(np.sqrt(features // channels)))
             if size * size * channels != features:
-                raise ValueError(f"{ours}: a non-square {features // channels}-position map cannot be imported.")
+                raise BadFileError(f"{ours}: a non-square {features // channels}-position map cannot be imported.")
             rules.append(Rule(target, tuple((f"{h}.F.weight", (channels, features)) for h in head),
                               lambda *ws, c=channels, s=size: np.stack(
                                   [mapping.flattened_dense_kernel(w, c, s, s) for w in ws])))
