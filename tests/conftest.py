@@ -152,9 +152,15 @@ def free_port() -> int:
 
 def spawn(args: list[str], *, devices: int = 1, timeout_s: int = 240) -> subprocess.Popen:
     """`python ARGS` from the repository root with `devices` simulated CPU devices, killed by
-    `timeout` after `timeout_s` seconds (a missing peer would otherwise block forever)."""
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-           "PYTHONPATH": os.pathsep.join([ROOT, TESTS]), "PYTHONUNBUFFERED": "1"}
+    `timeout` after `timeout_s` seconds (a missing peer would otherwise block forever). With one
+    device the XLA flags are this process's (one device when unset): they are part of JAX's
+    compilation-cache key, so a program compiled here (the tiny run's) is loaded there, not
+    compiled again."""
+    flags = [flag for flag in os.environ.get("XLA_FLAGS", "").split()
+             if not flag.startswith("--xla_force_host_platform_device_count=")]
+    if devices != 1:
+        flags.append(f"--xla_force_host_platform_device_count={devices}")
+    env = {**os.environ, "XLA_FLAGS": " ".join(flags), "PYTHONPATH": os.pathsep.join([ROOT, TESTS]), "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(["timeout", str(timeout_s), sys.executable, *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

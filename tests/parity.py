@@ -35,14 +35,13 @@ GOLDEN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden")
 PROJECTIONS = 8
 SEED = 20260301
 
-# AD = 1 and AD = 5 (every attach point); Food-100's released module is Dogs' (2 heads, softmax
-# gates, output 'all') with other class counts and learning rates, so it is not repeated here.
-MNIST_SETTINGS = {f"mnist_ad{ad}": dict(depth=ad, heads=2, batch=8) for ad in (1, 5)}
+MNIST_SETTINGS = {f"mnist_ad{ad}": dict(depth=ad, heads=2, batch=8) for ad in (1, 2, 5)}
 # (classes, heads, gate normalisation, output rule, head lr) of the released logs (dev branch).
 DEV_SETTINGS = {
     "dev_dogs": dict(classes=120, heads=2, gate_fn="softmax", output="all", lr=0.005),
     "dev_birds": dict(classes=200, heads=2, gate_fn="sigmoid", output="50", lr=0.1),
     "dev_cars": dict(classes=196, heads=4, gate_fn="softmax", output="all", lr=0.2),
+    "dev_food": dict(classes=100, heads=2, gate_fn="softmax", output="all", lr=0.2),
 }
 # WRN-50-2's layer1..layer3 channels and pooled width; the maps of a 56-pixel image (7 x 7 at
 # layer2, an odd size, so the regulariser's 2x2 pooling drops a row and a column).

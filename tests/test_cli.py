@@ -82,7 +82,7 @@ def tensorboard_entries(workdir: str) -> list[tuple[int, str]]:
 
 
 def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval_reproduces_it(
-        tiny_run, tmp_path):
+        tiny_run, tmp_path, scripts):
     config, whole_dir, whole = tiny_run
     data_dir = config.dataset.data_dir  # prepared by the fixture: only read here
     assert whole["step"] == 32 and whole["interrupted_by"] is None
@@ -154,8 +154,11 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     assert open(os.path.join(workdir, "train.lock")).read() == ""  # released
     read_png(os.path.join(workdir, "training_curves.png"), size=(1320, 330))  # 3 panels of 4 x 3 in
 
-    evaluated = run(command("eval.py", workdir, data_dir, "--checkpoint=latest", "--split=validation"))
-    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    # eval.py's main in this process (the path of `python eval.py`, without a new interpreter).
+    from wrna_jax import cli
+
+    assert cli.invoke(scripts["eval.py"], command("eval.py", workdir, data_dir, "--checkpoint=latest",
+                                                  "--split=validation")) == 0
     out_dir = os.path.join(workdir, "eval_latest")
     results = json.load(open(os.path.join(out_dir, "eval_results.json")))
     assert results["checkpoint_step"] == 32 and results["num_examples"] == 96

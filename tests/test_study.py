@@ -127,3 +127,22 @@ def test_one_real_run_trains_evaluates_and_is_then_skipped(tmp_path):
     assert sorted(record["accuracy_vs_distractors"]) == sorted(str(d) for d in plan.SWEEP)
     read_png(os.path.join(directory, "eval_best", "accuracy_vs_distractors.png"), size=(540, 384))
     assert plan.load_run(str(tmp_path), variant, 0) == record
+
+
+def test_compare_runs_averages_seeds_with_their_sample_standard_deviation(tmp_path, capsys, monkeypatch):
+    from experiments import compare_runs
+
+    sweeps = {"a_s0": {4: 0.90, 8: 0.80}, "a_s1": {4: 0.94, 8: 0.84}, "a_s2": {4: 0.92, 8: 0.86}, "b": {4: 0.5, 8: 0.4}}
+    for name, sweep in sweeps.items():
+        os.makedirs(tmp_path / name / "eval_best")
+        with open(tmp_path / name / "eval_best" / "eval_results.json", "w") as f:
+            json.dump({"accuracy_vs_distractors": {str(d): acc for d, acc in sweep.items()}}, f)
+    runs = ",".join(str(tmp_path / f"a_s{seed}") for seed in range(3))
+    monkeypatch.setattr("sys.argv", ["compare_runs.py", f"attention={runs}", f"baseline={tmp_path / 'b'}",
+                                     "--out", str(tmp_path / "out")])
+    compare_runs.main()
+    table = (tmp_path / "out" / "accuracy_vs_distractors.md").read_text()
+    sd4, sd8 = (100 * statistics.stdev(sweeps[f"a_s{s}"][d] for s in range(3)) for d in (4, 8))
+    assert f"| attention | 92.00 ± {sd4:.2f} | 83.33 ± {sd8:.2f} |" in table  # sd4 = 2.00, sd8 = 3.06
+    assert "| baseline | 50.00 | 40.00 |" in table and table in capsys.readouterr().out
+    read_png(tmp_path / "out" / "accuracy_vs_distractors.png", size=(540, 384))

@@ -61,12 +61,16 @@ def plot_attention_masks(images: np.ndarray, masks: Mapping[str, np.ndarray], la
     return save(fig, path, dpi=100)
 
 
-def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path: str) -> str:
-    """Test accuracy against the number of distractors D, one line per model."""
+def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path: str,
+                                 spread: Mapping[str, Mapping[int, float]] | None = None) -> str:
+    """Test accuracy against the number of distractors D, one line per model (error bars of one
+    standard deviation where `spread` gives them)."""
     fig, ax = subplots(figsize=(4.5, 3.2))
     for label, curve in curves.items():
         ds = sorted(curve)
-        ax.plot(ds, [100 * curve[d] for d in ds], marker="o", label=label)
+        sd = (spread or {}).get(label)
+        ax.errorbar(ds, [100 * curve[d] for d in ds], yerr=[100 * sd[d] for d in ds] if sd else None,
+                    marker="o", capsize=3, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("number of distractors D")
     ax.set_ylabel("test accuracy (%)")
@@ -75,13 +79,18 @@ def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path
     return save(fig, path, dpi=120)
 
 
-def distractor_table(curves: Mapping[str, Mapping[int, float]]) -> str:
-    """The same data as `plot_accuracy_vs_distractors`, as a markdown table (accuracy %)."""
+def distractor_table(curves: Mapping[str, Mapping[int, float]],
+                     spread: Mapping[str, Mapping[int, float]] | None = None) -> str:
+    """The same data as `plot_accuracy_vs_distractors`, as a markdown table (accuracy %, with
+    ` ± sd` where `spread` gives a standard deviation)."""
     ds = sorted({d for curve in curves.values() for d in curve})
     lines = ["| model | " + " | ".join(f"D={d}" for d in ds) + " |",
              "|---|" + "---:|" * len(ds)]
     for label, curve in curves.items():
-        lines.append(f"| {label} | " + " | ".join(f"{100 * curve[d]:.2f}" if d in curve else "" for d in ds) + " |")
+        sd = (spread or {}).get(label, {})
+        cells = [f"{100 * curve[d]:.2f}" + (f" ± {100 * sd[d]:.2f}" if d in sd else "") if d in curve else ""
+                 for d in ds]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -27,8 +27,9 @@ import statistics
 import time
 from typing import Any, Callable, Sequence
 
-from experiments.cluttered_mnist_study.plan import (DEPTHS, NUM_RUN_CONFIGS, SWEEP, WIDTHS, Variant, ablation_stage,
-                                                    depth_stage, load_run, train_run, width_stage)
+from experiments.cluttered_mnist_study.plan import (BASELINE, DEPTHS, NUM_RUN_CONFIGS, SWEEP, WIDTHS, Variant,
+                                                    ablation_stage, depth_stage, load_run, make_config, train_run,
+                                                    width_stage)
 from experiments.cluttered_mnist_study.report import aggregate, best, markdown_table, write_results
 
 
@@ -71,9 +72,14 @@ def run_stage(variants: Sequence[Variant], seeds: Sequence[int], args: argparse.
             records.setdefault(variant.name, []).append(record)
 
 
+def steps_per_run(args: argparse.Namespace) -> int:
+    """Training steps of one run at the study's config batch size."""
+    return args.num_train // make_config(BASELINE, 0, args).batch_size * args.epochs
+
+
 def estimate_run_seconds(args: argparse.Namespace) -> float:
     """Idle-machine estimate: training steps, evaluations and compilation of one run."""
-    steps = args.num_train // 128 * args.epochs
+    steps = steps_per_run(args)
     eval_images = args.epochs * args.num_validation + (1 + len(SWEEP)) * args.num_test + 500
     return steps * args.seconds_per_step + eval_images / args.eval_images_per_second + args.overhead_seconds
 
@@ -89,12 +95,13 @@ def main(argv: Sequence[str] | None = None,
     parser.add_argument("--num_test", type=int, default=2_000)
     parser.add_argument("--epochs", type=int, default=1, help="validation after each")
     parser.add_argument("--seconds_per_step", type=float, default=0.28,
-                        help="budget estimate only: idle 2-core CPU, batch 128")
+                        help="budget estimate only: idle 2-core CPU, the config's batch")
     parser.add_argument("--eval_images_per_second", type=float, default=1500.0, help="budget estimate only")
     parser.add_argument("--overhead_seconds", type=float, default=15.0, help="budget estimate only")
     args = parser.parse_args(argv)
-    if args.seeds < 1 or args.num_train < 128 or args.epochs <= 0 or min(args.num_validation, args.num_test) < 1:
-        parser.error("--seeds >= 1, --num_train >= 128 (one batch), --epochs > 0 and positive "
+    batch = make_config(BASELINE, 0, args).batch_size
+    if args.seeds < 1 or args.num_train < batch or args.epochs <= 0 or min(args.num_validation, args.num_test) < 1:
+        parser.error(f"--seeds >= 1, --num_train >= {batch} (one batch), --epochs > 0 and positive "
                      "--num_validation/--num_test are required.")
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
@@ -108,10 +115,12 @@ def main(argv: Sequence[str] | None = None,
     seeds = list(range(args.seeds))
     total = NUM_RUN_CONFIGS * len(seeds)
     per_run = estimate_run_seconds(args)
-    steps = args.num_train // 128 * args.epochs
+    config = make_config(BASELINE, 0, args)
+    steps = steps_per_run(args)
     print(f"Machine: {machine()}", flush=True)
     print(f"Budget: {NUM_RUN_CONFIGS} models x {len(seeds)} seeds = {total} runs of {steps} steps "
-          f"(batch 128, {args.num_train:,} canvases, {args.epochs} epoch(s), lr 0.1 /10 at 75%), "
+          f"(batch {config.batch_size}, {args.num_train:,} canvases, {args.epochs} epoch(s), lr "
+          f"{config.optimizer.learning_rate:g} x{config.schedule.factor:g} at 75%), "
           f"eval on {args.num_validation:,} validation and 1 + {len(SWEEP)} (D sweep) x {args.num_test:,} "
           "test canvases; "
           f"about {per_run / 60:.1f} min per run, {total * per_run / 60:.0f} min in all on an idle "
