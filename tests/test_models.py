@@ -135,7 +135,9 @@ def test_every_attention_parameter_gets_a_finite_nonzero_gradient(preset, reduct
         assert np.any(grad != 0), name
 
 
-@pytest.mark.parametrize("backbone, size, channels, ad", [("mnist_cnn", 40, 1, 2), ("cifar_wrn", 16, 3, 1)])
+# The MNIST CNN in bfloat16 is covered, forward and backward, by tests/test_steps.py's training
+# test; here the residual blocks of a WRN.
+@pytest.mark.parametrize("backbone, size, channels, ad", [("cifar_wrn", 16, 3, 1)])
 def test_bfloat16_forward_matches_float32(backbone, size, channels, ad):
     """bf16 compute with fp32 params: probabilities agree to 8 bfloat16 roundings (0.031; each
     layer rounds its output to 8 significant bits and logits of a few units then move probabilities

@@ -38,19 +38,19 @@ def _kept(ckpts: checkpoint.Checkpoints) -> str:
 
 
 def _check_finite(fetched: list[dict[str, Any]], ckpts: checkpoint.Checkpoints) -> None:
-    """Raises on the first non-finite loss among fetched step metrics (train_step leaves the
-    state of such a step unchanged and reports its step)."""
+    """Raises on the first step with a non-finite loss, gradient or BatchNorm statistic among
+    fetched step metrics (train_step leaves the state of such a step unchanged and reports it)."""
     bad = [int(m["nonfinite"]) for m in fetched if int(m["nonfinite"]) >= 0]
     if bad:
         ckpts.wait()
         raise TrainingDivergedError(
             f"The loss, the gradients or the BatchNorm statistics became NaN or infinite at step "
-            f"{bad[0] + 1}; training stopped without saving "
-            f"that state, and {_kept(ckpts)}. Lower optimizer.learning_rate or check the input data.")
+            f"{bad[0] + 1}; training stopped without saving that state, and {_kept(ckpts)}. Lower "
+            "optimizer.learning_rate or check the input data.")
 
 
 def _summarise(pending: list[dict[str, jax.Array]], ckpts: checkpoint.Checkpoints) -> dict[str, float]:
-    """Means of the step metrics since the last log; raises on the first non-finite loss."""
+    """Means of the step metrics since the last log; raises on the first non-finite step."""
     fetched = jax.device_get(pending)
     _check_finite(fetched, ckpts)
     keys = ("loss", "nll", "regularizer", "accuracy")
