@@ -12,7 +12,7 @@ from numerics import U_BFLOAT16, assert_same_updates, gamma
 from workers import random_batches, reordered
 from wrna_jax import parallel, steps
 from wrna_jax.models import create_model, regularizer_weight
-from wrna_jax.state import create_train_state, init_variables
+from wrna_jax.state import create_train_state
 
 STEPS_PER_EPOCH = 10
 
@@ -74,9 +74,11 @@ def values_per_example(config, image_shape=(40, 40, 1)) -> dict[str, int]:
     from wrna_jax.models.layers import BatchNorm
 
     model = create_model(config)
-    variables = init_variables(model, image_shape, 0)
-    _, state = jax.jit(lambda v: model.apply(v, jnp.zeros((2, *image_shape)), train=True, mutable=["batch_stats"],
-                                             capture_intermediates=lambda m, _: isinstance(m, BatchNorm)))(variables)
+    # Shapes only: traced, never compiled.
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((2, *image_shape)), train=False))
+    _, state = jax.eval_shape(lambda v: model.apply(v, jnp.zeros((2, *image_shape)), train=True, mutable=["batch_stats"],
+                                                    capture_intermediates=lambda m, _: isinstance(m, BatchNorm)),
+                              variables)
     outputs = flax.traverse_util.flatten_dict(state["intermediates"], sep="/")
     scales = flax.traverse_util.flatten_dict(variables["params"], sep="/")
     return {path[: -len("/__call__")]: int(np.prod(out[0].shape[1:]) // np.prod(scales[path[: -len("__call__")] + "scale"].shape))
