@@ -124,14 +124,14 @@ def test_attention_module_matches_numpy(preset, reduction, mask_fn):
     spec = AttentionSpec(depth=1, width=3, gates=True, **{**fields, "reduction": reduction, "mask_fn": mask_fn})
     module = PainlessModule(spec, num_classes=5)
     z = jax.random.normal(jax.random.key(0), (6, 5, 5, 8))
-    variables = module.init(jax.random.key(1), z)
+    variables = jax.jit(module.init)(jax.random.key(1), z)  # one program, not op by op
     # Randomise the BatchNorm affine parameters too, so they are checked as well.
     flat = flax.traverse_util.flatten_dict(variables["params"], sep="/")
     keys = jax.random.split(jax.random.key(2), len(flat))
     flat = {name: value + 0.1 * jax.random.normal(key, value.shape) if "bn" in name else value
             for key, (name, value) in zip(keys, flat.items())}
     params = flax.traverse_util.unflatten_dict(flat, sep="/")
-    out, _ = module.apply({**variables, "params": params}, z, train=True, mutable=["batch_stats"])
+    out, _ = jax.jit(lambda v: module.apply(v, z, train=True, mutable=["batch_stats"]))({**variables, "params": params})
     np_params = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
     logits, confidences, masks = np_attention_module(np.asarray(z, np.float64), np_params, spec)
     # float32 against float64: at most 6 chained reductions (reduce conv, BatchNorm over 150 or

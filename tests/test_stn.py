@@ -23,8 +23,8 @@ SAMPLING_ATOL = 1e-5
 def test_identity_init_reproduces_input():
     x = _images()
     stn = SpatialTransformer()
-    variables = stn.init(jax.random.PRNGKey(1), x)
-    np.testing.assert_allclose(stn.apply(variables, x), x, atol=SAMPLING_ATOL)
+    variables = jax.jit(stn.init)(jax.random.PRNGKey(1), x)
+    np.testing.assert_allclose(jax.jit(stn.apply)(variables, x), x, atol=SAMPLING_ATOL)
 
 
 def test_translation_moves_a_pixel_by_whole_pixels():
@@ -58,9 +58,9 @@ def test_stn_model_from_config_and_the_transform_gets_gradients():
                                        jax.random.PRNGKey(0), x)["params"]["backbone"]
 
     stn = SpatialTransformer()
-    variables = stn.init(jax.random.PRNGKey(1), x)
+    variables = jax.jit(stn.init)(jax.random.PRNGKey(1), x)
     target = _images((4, 40, 40, 1), seed=2)
-    grads = jax.grad(lambda p: jnp.sum((stn.apply({"params": p}, x) - target) ** 2))(variables["params"])
+    grads = jax.jit(jax.grad(lambda p: jnp.sum((stn.apply({"params": p}, x) - target) ** 2)))(variables["params"])
     assert float(jnp.abs(grads["theta"]["bias"]).sum()) > 0.0
 
 
