@@ -26,20 +26,15 @@ NUM_TRAIN_SOURCE = 50_000  # the first 50,000 training digits; the last 10,000 a
 
 class IdxFile(NamedTuple):
     name: str       # without .gz
-    magic: int      # 2051: uint8 images (count, rows, cols); 2049: uint8 labels (count,)
-    count: int
     sha256: str     # of the uncompressed content
 
 
+# 60,000 training and 10,000 test digits, 28 x 28 (magic 2051), and their labels (magic 2049).
 FILES = {
-    "train_images": IdxFile("train-images-idx3-ubyte", 2051, 60_000,
-                            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
-    "train_labels": IdxFile("train-labels-idx1-ubyte", 2049, 60_000,
-                            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
-    "test_images": IdxFile("t10k-images-idx3-ubyte", 2051, 10_000,
-                           "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
-    "test_labels": IdxFile("t10k-labels-idx1-ubyte", 2049, 10_000,
-                           "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+    "train_images": IdxFile("train-images-idx3-ubyte", "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train_labels": IdxFile("train-labels-idx1-ubyte", "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "test_images": IdxFile("t10k-images-idx3-ubyte", "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "test_labels": IdxFile("t10k-labels-idx1-ubyte", "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 }
 
 
@@ -102,7 +97,7 @@ def load(directory: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         if digest != file.sha256:
             raise BadFileError(f"{what}: content SHA-256 {digest[:16]}..., not the standard MNIST file's "
                                f"{file.sha256[:16]}...: download it again from {DOWNLOAD_PAGE}.")
-        arrays[key] = parse_idx(content, what)  # the standard content: magic and count as in FILES
+        arrays[key] = parse_idx(content, what)
     return {split: (arrays[f"{split}_images"], arrays[f"{split}_labels"].astype(np.int64))
             for split in ("train", "test")}
 
