@@ -27,8 +27,12 @@ def _data_file(step_dir: str) -> str:
 
 
 def truncate_data_file(step_dir: str) -> None:
+    """Keeps the first 5% of the data file. The parameters are about half of what it holds
+    (the momentum the other half), so some of them are cut whatever order orbax wrote the arrays
+    in: evaluation, which reads only parameters and statistics, meets the damage too (half the
+    file was not enough: on some runs every parameter lay in the first half)."""
     path = _data_file(step_dir)
-    os.truncate(path, os.path.getsize(path) // 2)
+    os.truncate(path, os.path.getsize(path) // 20)
 
 
 def _zero_fill(step_dir: str) -> None:
@@ -90,11 +94,11 @@ def assert_same_variables(a, b) -> None:
 def test_evaluation_skips_a_damaged_latest_checkpoint_says_so_and_writes_nothing(damaged_run, capsys):
     config, finished, workdir, report = damaged_run
     before = listing(workdir)
-    model = create_model(config)
+    model, mesh = create_model(config), parallel.create_mesh(config.num_devices)
+    input_shape = create_input(config.dataset).input_shape
     restorer = evaluate.Restorer(config, workdir, "latest")
     try:
-        step, variables = restorer.variables(model, create_input(config.dataset).input_shape,
-                                             parallel.create_mesh(config.num_devices))
+        step, variables = restorer.variables(model, input_shape, mesh)
     finally:
         restorer.close()
     assert step == 24
@@ -106,8 +110,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint_says_so_and_writes_nothing
     assert_same_variables((params, stats), (variables["params"], variables["batch_stats"]))
     assert listing(workdir) == before
     with pytest.raises(DamagedCheckpointError, match=r"--checkpoint=32: checkpoint step 32 .*is damaged"):
-        evaluate.Restorer(config, workdir, "32").variables(
-            model, create_input(config.dataset).input_shape, parallel.create_mesh(config.num_devices))
+        evaluate.Restorer(config, workdir, "32").variables(model, input_shape, mesh)
 
 
 # Damage found by reading (the data file; zero-filling takes the same path) and found from the

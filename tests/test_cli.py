@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import TINY_FLAGS, TINY_RUN_EPOCHS, read_png, restore, spawn
+from conftest import TINY_FLAGS, TINY_RUN_EPOCHS, read_png, restore, spawn, tensorboard_entries
 from test_checkpoint_damage import truncate_data_file
 from wrna_jax import checkpoint, evaluate
 from wrna_jax.errors import WorkdirError
@@ -66,19 +66,6 @@ def log_entries(path: str) -> list[tuple[int, str, float]]:
     with open(path) as f:
         return [(r["step"], key, value) for r in map(json.loads, f) for key, value in r.items()
                 if key != "step" and key not in TIMING]
-
-
-def tensorboard_entries(workdir: str) -> list[tuple[int, str]]:
-    from tensorflow.core.util import event_pb2
-
-    from wrna_jax.data.tensorflow_cpu import tf
-
-    entries = []
-    for path in sorted(f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")):
-        for record in tf.data.TFRecordDataset(os.path.join(workdir, path)).as_numpy_iterator():
-            event = event_pb2.Event.FromString(record)
-            entries += [(event.step, value.tag) for value in event.summary.value if value.tag not in TIMING]
-    return entries
 
 
 def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval_reproduces_it(
@@ -140,7 +127,7 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     # uninterrupted run logged, but for the window the Ctrl-C cut in two.
     ours = log_entries(metrics)
     assert len({(s, k) for s, k, _ in ours}) == len(ours)
-    assert sorted(tensorboard_entries(workdir)) == sorted((s, k) for s, k, _ in ours)
+    assert sorted(tensorboard_entries(workdir, exclude=TIMING)) == sorted((s, k) for s, k, _ in ours)
     cut = {interrupted, interrupted - interrupted % 4 + 4}
     assert ([e for e in ours if e[0] not in cut]
             == [e for e in log_entries(os.path.join(whole_dir, "metrics.jsonl")) if e[0] not in cut])

@@ -108,11 +108,12 @@ class Restorer:
         self.config, self.which = config, which
         self.ckpts = checkpoint.Checkpoints(workdir_path, keep=config.checkpoint_keep, read_only=True)
         self._reported: set[int] = set()
-        self.step = self._pick()
+        self.step = 0
+        self._pick()
 
-    def _pick(self) -> int:
-        """The step `--checkpoint` names, past damaged ones for 'latest' and 'best'; reports
-        each damaged step and the one used instead."""
+    def _pick(self) -> None:
+        """Sets `step` to the one `--checkpoint` names, past damaged ones for 'latest' and
+        'best'; reports each damaged step and the one used instead."""
         while True:
             self.step = self.ckpts.resolve(self.which)
             try:
@@ -123,7 +124,7 @@ class Restorer:
                     raise
                 continue
             self._report()
-            return self.step
+            return
 
     def _report(self) -> None:
         """Says which step is used instead of each damaged one found so far."""
@@ -145,7 +146,7 @@ class Restorer:
                 if self.which not in ("latest", "best"):
                     raise DamagedCheckpointError(f"--checkpoint={self.which}: {error}. Intact steps: "
                                                  f"{self.ckpts.all_steps()}.") from None
-                self.step = self._pick()
+                self._pick()
 
     def close(self) -> None:
         self.ckpts.close()
