@@ -6,7 +6,9 @@ time of the plain backbone and of the three presets, as ratios measured in the s
 Models: WRN-50-2 at 224x224 with Stanford Dogs' 120 classes (the dev module's per-position
 logits grow with the classes) and the cluttered-MNIST CNN at 40x40; presets `paper` (AD=2, AW=2,
 avg reduction), `released` (AD=3, AW=2, project reduction) and `attend_rectify` (AD=3, AW=2:
-the released dogs setting).
+the released dogs setting). Where torch is installed, the plain backbones' step is also timed in
+PyTorch in the same run (torchvision's WRN-50-2 layout and the authors' CNN, our transcriptions
+in tests/torch_reference.py; SGD, as many threads as cores) and the ratio printed.
 """
 
 import argparse
@@ -20,7 +22,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine, median_time  # noqa: E402
 from configs import default  # noqa: E402
-from wrna_jax import parallel, steps  # noqa: E402
+from wrna_jax import parallel, steps, xla_flags  # noqa: E402
 from wrna_jax.models import create_model  # noqa: E402
 from wrna_jax.state import create_train_state  # noqa: E402
 
@@ -56,13 +58,46 @@ def measure(model_fields: dict, attention: dict, shape: tuple, batch: int, repea
     return {"params": params, "flops": flops, "step": median_time(run, warmup=2, repeats=repeats)}
 
 
+def torch_plain_step(backbone: str, shape: tuple, batch: int, repeats: int) -> float | None:
+    """Median step time of the plain backbone in PyTorch, or None without torch."""
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    import torch_reference
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    torch.manual_seed(0)
+    if "WRN" in backbone:
+        net, classes = torch_reference.WideResNet50_2(120), 120
+        loss_fn = lambda out, labels: F.cross_entropy(out, labels)
+    else:
+        net, classes = torch_reference.MasterMnistNet(0, 2), 10
+        loss_fn = lambda out, labels: F.nll_loss(out[0], labels)
+    net.train()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+    images = torch.rand(batch, shape[2], shape[0], shape[1])
+    labels = torch.randint(0, classes, (batch,))
+
+    def run():
+        optimizer.zero_grad()
+        loss_fn(net(images), labels).backward()
+        optimizer.step()
+
+    return median_time(run, warmup=2, repeats=repeats)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wrn-batch", type=int, default=4)
     parser.add_argument("--mnist-batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    xla_flags.apply_cpu_defaults()
     print(f"machine: {machine()}")
+    print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')}")
     for name, (fields, shape) in BACKBONES.items():
         batch = args.wrn_batch if "WRN" in name else args.mnist_batch
         print(f"\n{name}, train step at batch {batch}, float32, median of {args.repeats}")
@@ -73,6 +108,11 @@ def main() -> None:
             base = base or r
             print(f"{variant:28s} {r['params']:12,d} {r['flops'] / 1e9:11.3f} {r['flops'] / base['flops']:8.3f} "
                   f"{1000 * r['step']:9.1f} {r['step'] / base['step']:7.3f}", flush=True)
+        theirs = torch_plain_step(name, shape, batch, args.repeats)
+        if theirs is None:
+            print("PyTorch: not installed, no side-by-side figure")
+        else:
+            print(f"PyTorch plain backbone: {1000 * theirs:.1f} ms/step; ours/PyTorch {base['step'] / theirs:.2f}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 # float32 convolutions and matrix products is TF32 (about 1e-3 relative error), so ask for full
 # float32 there. CPUs compute float32 either way.
 os.environ.setdefault("JAX_DEFAULT_MATMUL_PRECISION", "highest")
+from wrna_jax import xla_flags  # noqa: E402
+
+# The XLA:CPU settings every entry point uses (train.py, eval.py, ...), here before JAX starts, so
+# the tests (and the subprocesses that inherit XLA_FLAGS) compile what users run.
+xla_flags.apply_cpu_defaults()
 import ml_collections  # noqa: E402
 import pytest  # noqa: E402
 

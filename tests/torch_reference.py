@@ -120,6 +120,8 @@ class MasterMnistNet(nn.Module):
         x = self.bn7(F.relu(self.fc1(x.view(x.size(0), -1))))
         outputs.append(F.log_softmax(self.fc2(x), 1).view(x.size(0), 1, -1))
         gates.append(self.g_out(x))
+        if not modules:  # AD = 0: the plain CNN
+            return outputs[-1].view(x.size(0), -1), torch.zeros(())
         outputs = F.log_softmax(torch.cat(outputs, 1), dim=2)
         log_probs = (outputs * F.softmax(torch.cat(gates, 1), 1).unsqueeze(2)).sum(1)
         return log_probs, torch.stack([m.reg() for m in modules]).mean()
@@ -179,6 +181,36 @@ class DevHeads(nn.Module):
             combined = (combined + F.log_softmax(self.linear(pooled), dim=1)) / 2.0
         reg = torch.stack([getattr(self, f"att{i}").reg() for i in range(3)]).mean()
         return combined, reg
+
+
+class DevMnistNet(MasterMnistNet):
+    """The cluttered-MNIST CNN with the dev branch's modules at the deepest `depth` convolutions
+    and its gate layer over them and the classifier (softmax gates, output rule 'all'): the
+    compute of our `attend_rectify` preset on this backbone, for benchmarks/train_step.py."""
+
+    def __init__(self, depth: int, heads: int):
+        super().__init__(0, heads)
+        self.dev_depth = depth
+        for i in range(6 - depth, 6):
+            setattr(self, f"att{i}", DevModule(parity.MNIST_MAPS[i][0], 10, heads))
+        self.output_gate = nn.Module()
+        self.output_gate.gates = nn.Linear(256, depth + 1, bias=False)
+        self.output_gate.bn = nn.BatchNorm1d(depth + 1)
+
+    def forward(self, x):
+        x = self.bn1(x)
+        outputs, modules = [], []
+        for i in range(1, 6):
+            y = getattr(self, f"conv{i}")(x)
+            x = getattr(self, f"bn{i + 1}")(F.relu(F.max_pool2d(y, 2) if i <= 2 else y))
+            if i >= 6 - self.dev_depth:
+                modules.append(getattr(self, f"att{i}"))
+                outputs.append(modules[-1](x))
+        pooled = self.bn7(F.relu(self.fc1(x.view(x.size(0), -1))))
+        outputs.append(self.fc2(pooled).view(x.size(0), 1, -1))
+        gates = F.softmax(torch.tanh(self.output_gate.bn(self.output_gate.gates(pooled))), 1)
+        log_probs = (F.log_softmax(torch.cat(outputs, 1), dim=2) * gates.unsqueeze(2)).sum(1)
+        return log_probs, torch.stack([m.reg() for m in modules]).mean()
 
 
 def network(setting: str) -> nn.Module:
@@ -243,3 +275,42 @@ def torch_fixture(setting: str) -> dict[str, np.ndarray]:
         out.update(parity.summarise(f"step{i}", moved))
         out.update(parity.summarise(f"step{i}", parity.flat(after["batch_stats"], "batch_stats")))
     return out
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ResNet v1.5 bottleneck (stride on the 3x3 convolution)."""
+
+    def __init__(self, inp: int, width: int, out: int, stride: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(inp, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, out, 1, bias=False), nn.BatchNorm2d(out)
+        self.downsample = (nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+                           if stride != 1 or inp != out else None)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(x)))
+        y = F.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class WideResNet50_2(nn.Module):
+    """torchvision's `wide_resnet50_2` layout (its module names), for benchmarks/model_cost.py."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
+        layers, inp = [], 64
+        for i, blocks in enumerate((3, 4, 6, 3)):
+            width, out = 128 * 2 ** i, 256 * 2 ** i  # wide: 2x the bottleneck width, same outputs
+            layers.append(nn.Sequential(*[Bottleneck(inp if b == 0 else out, width, out, 2 if b == 0 and i > 0 else 1)
+                                          for b in range(blocks)]))
+            inp = out
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(2048, num_classes)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 3, 2, 1)
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))

@@ -4,6 +4,8 @@ JSON) for the test to compare, so a failure names the tensor and the numbers.
 
     python tests/workers.py data_parallel OUTDIR          # with 8 (simulated) devices
     python tests/workers.py distributed OUTDIR N ID PORT  # one of N processes
+    python tests/workers.py train_then_eval - ARGS... -- EVAL_ARGS...
+        # train.py ARGS, then eval.py ARGS EVAL_ARGS in the same process (one JAX start-up)
 """
 
 import json
@@ -180,9 +182,27 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
     print(json.dumps(facts), flush=True)
 
 
+def train_then_eval(args: list[str], eval_args: list[str]) -> int:
+    """train.py's and then eval.py's `main` through `cli.invoke` (what `cli.run` calls), in this
+    process, logging to stderr as under absl's app.run: the exit status of the first that
+    fails, else 0."""
+    from absl import logging
+
+    import eval as eval_script
+    import train as train_script
+    from wrna_jax import cli
+
+    logging.use_absl_handler()
+    return (cli.invoke(train_script.main, ["train.py", "--verbosity=0", *args])
+            or cli.invoke(eval_script.main, ["eval.py", "--verbosity=0", *args, *eval_args]))
+
+
 if __name__ == "__main__":
     task, outdir, *rest = sys.argv[1:]
-    if task == "data_parallel":
+    if task == "train_then_eval":
+        split = rest.index("--")
+        sys.exit(train_then_eval(rest[:split], rest[split + 1:]))
+    elif task == "data_parallel":
         data_parallel(outdir)
     elif task == "distributed":
         distributed(outdir, int(rest[0]), int(rest[1]), rest[2])

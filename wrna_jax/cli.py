@@ -3,7 +3,8 @@
 A user error (`wrna_jax.errors.UserError`, a flag that does not parse, an unknown config field,
 a config file that cannot be loaded) ends the command with one line `error: ...` on stderr and
 exit status 2, before any long work; any other exception is a bug and keeps its traceback.
-`invoke` is the same path without absl's `app.run`, for tests.
+`invoke` is the same path without absl's `app.run`, for tests. Both apply the XLA:CPU defaults
+(wrna_jax/xla_flags.py) before JAX starts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
+from wrna_jax import xla_flags
 from wrna_jax.errors import ConfigError, UserError
 
 EXIT_USER_ERROR = 2
@@ -111,6 +113,7 @@ def report(error: UserError) -> int:
 def invoke(main: Callable[[], Any], argv: Sequence[str]) -> int:
     """Parses `argv` and runs `main()`: its exit status (0 for None), or 2 after printing a
     user error. Flags keep their values until the next call (tests call it repeatedly)."""
+    xla_flags.apply_cpu_defaults()
     _forget_overrides()
     try:
         parse_flags(argv)
@@ -121,6 +124,7 @@ def invoke(main: Callable[[], Any], argv: Sequence[str]) -> int:
 
 def run(main: Callable[[], Any]) -> None:
     """A script's entry point: absl's `app.run` (logging, --help) around `invoke`'s handling."""
+    xla_flags.apply_cpu_defaults()
 
     def parse(argv: list[str]) -> list[str]:
         try:

@@ -11,9 +11,8 @@ semantics, so that the authors' recipes and converted PyTorch weights compute th
   `kaiming_normal_fan_out` (torchvision's ResNet convolutions), `torch_default` (what
   nn.Conv2d / nn.Linear start with: U(+-1/sqrt(fan_in))) and `torch_default_bias(fan_in)`.
   docs/method.md lists which layer uses which.
-* `conv`: PyTorch-style explicit symmetric padding; unpadded stride-1 1x1 convolutions run as a
-  matrix product and convolutions with at most 8 outputs (attention masks) as patches x kernel
-  (same values, faster gradients on XLA:CPU).
+* `conv`: PyTorch-style explicit symmetric padding, computed by `convolution.conv_general_dilated`
+  (XLA's convolution, with a faster input gradient on the CPU where XLA:CPU's is slow).
 """
 
 from typing import Any, Sequence
@@ -23,11 +22,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from wrna_jax.models import convolution, normalization
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
-
-# Convolutions with at most this many outputs (attention masks) run as patches x kernel.
-NARROW_CONV_FEATURES = 8
 
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 kaiming_normal_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -80,17 +78,26 @@ class BatchNorm(nn.Module):
             if x.shape[0] % size:
                 raise ValueError(f"BatchNorm group_size={size} does not divide the batch of {x.shape[0]} "
                                  "examples: use a batch (per accumulation step) that is a multiple of it.")
-            grouped = x32.reshape(x.shape[0] // size, size, *x.shape[1:])
-            reduce = tuple(1 + a for a in range(x.ndim) if a not in axes)
-            mean = jnp.mean(grouped, axis=reduce, keepdims=True)
-            var = jnp.maximum(jnp.mean(jnp.square(grouped), axis=reduce, keepdims=True) - jnp.square(mean), 0.0)
+            count = size * int(np.prod([x.shape[a] for a in range(1, x.ndim) if a not in axes]))
+            if axes == tuple(range(x.ndim - len(axes), x.ndim)):  # trailing features: a reshape
+                flat_features = int(np.prod(features))
+                y, mean, var = normalization.normalize(
+                    x32.reshape(x.shape[0] // size, count, flat_features), scale.reshape(flat_features),
+                    bias.reshape(flat_features), self.epsilon)
+                y = y.reshape(x.shape)
+            else:
+                grouped = x32.reshape(x.shape[0] // size, size, *x.shape[1:])
+                reduce = tuple(1 + a for a in range(x.ndim) if a not in axes)
+                mean = jnp.mean(grouped, axis=reduce, keepdims=True)
+                var = jnp.maximum(jnp.mean(jnp.square(grouped), axis=reduce, keepdims=True) - jnp.square(mean), 0.0)
+                y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+                y = y * scale.reshape(broadcast) + bias.reshape(broadcast)
             if not self.is_initializing():
-                count = size * int(np.prod([x.shape[a] for a in range(1, x.ndim) if a not in axes]))
                 unbiased = count / max(count - 1, 1)
                 m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=0).reshape(features)
-                ra_var.value = m * ra_var.value + (1 - m) * unbiased * jnp.mean(var, axis=0).reshape(features)
-            y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
+                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean.reshape(-1, *features), axis=0)
+                ra_var.value = m * ra_var.value + (1 - m) * unbiased * jnp.mean(var.reshape(-1, *features), axis=0)
+            return y.astype(self.dtype or x.dtype)
         y = y * scale.reshape(broadcast) + bias.reshape(broadcast)
         return y.astype(self.dtype or x.dtype)
 
@@ -99,34 +106,6 @@ def batch_norm(train: bool, dtype: Any, name: str | None = None, *, group_size: 
                axis: int | Sequence[int] = -1) -> BatchNorm:
     """A `BatchNorm` using batch statistics when training and the running ones otherwise."""
     return BatchNorm(use_running_average=not train, axis=axis, dtype=dtype, group_size=group_size, name=name)
-
-
-def _pointwise_or_general_conv(lhs: jax.Array, rhs: jax.Array, window_strides, padding,
-                               lhs_dilation=None, rhs_dilation=None, dimension_numbers=None,
-                               feature_group_count: int = 1, precision=None,
-                               preferred_element_type=None) -> jax.Array:
-    """`lax.conv_general_dilated`, but an unpadded stride-1 1x1 convolution is a plain matmul.
-
-    Same result and parameters; the matmul's gradient is several times faster than XLA:CPU's
-    convolution backward pass, and no slower on GPU.
-    """
-    pointwise = (rhs.shape[:2] == (1, 1) and tuple(window_strides) == (1, 1)
-                 and feature_group_count == 1 and not lhs_dilation
-                 and all(tuple(p) == (0, 0) for p in padding))
-    if pointwise:
-        return jnp.einsum("bhwc,co->bhwo", lhs, rhs[0, 0], precision=precision,
-                          preferred_element_type=preferred_element_type)
-    if rhs.shape[-1] <= NARROW_CONV_FEATURES and tuple(window_strides) == (1, 1) \
-            and feature_group_count == 1 and not lhs_dilation and not rhs_dilation:
-        kh, kw = rhs.shape[:2]
-        lhs = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-        h, w = lhs.shape[1] - kh + 1, lhs.shape[2] - kw + 1
-        patches = jnp.stack([lhs[:, i:i + h, j:j + w] for i in range(kh) for j in range(kw)], axis=3)
-        return jnp.einsum("bhwpc,pco->bhwo", patches, rhs.reshape(kh * kw, *rhs.shape[2:]),
-                          precision=precision, preferred_element_type=preferred_element_type)
-    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                        dimension_numbers, feature_group_count, precision=precision,
-                                        preferred_element_type=preferred_element_type)
 
 
 def conv(features: int, kernel: int, stride: int = 1, padding: int | str = 0, *, use_bias: bool = False,
@@ -138,7 +117,7 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int | str = 0, *,
         padding = ((padding, padding), (padding, padding))
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding=padding,
                    use_bias=use_bias, kernel_init=kernel_init, dtype=dtype, name=name,
-                   conv_general_dilated=_pointwise_or_general_conv)
+                   conv_general_dilated=convolution.conv_general_dilated)
 
 
 def dense(features: int, fan_in: int, *, use_bias: bool = True,
