@@ -1,7 +1,8 @@
 """Layers and initialisers shared by the backbones and the attention modules, with PyTorch's
 semantics, so that the authors' recipes and converted PyTorch weights compute the same thing.
 
-* `BatchNorm`: PyTorch's epsilon (1e-5) and momentum (0.1, i.e. 0.9 here), running variance
+* `BatchNorm` (training statistics and gradient from `normalization.normalize`, faster on the
+  CPU): PyTorch's epsilon (1e-5) and momentum (0.1, i.e. 0.9 here), running variance
   updated with the unbiased batch variance n/(n-1) as PyTorch does, and optional statistics over
   fixed-size groups of the batch (what `torch.nn.DataParallel` gives: each GPU normalises its
   own slice), independent of how many devices run the step. Flax's `nn.BatchNorm` updates the

@@ -6,7 +6,8 @@ slower than the same sum written as a matrix product with a vector of ones, and 
 of BatchNorm through autodiff holds several such reductions. On the CPU the statistics are
 therefore such products, and the gradient is BatchNorm's closed form (dx = scale/(n sigma)
 (n g - sum g - xhat sum g xhat), two reductions); 3-6x faster forward and backward than autodiff
-of the plain form (benchmarks/layer_time.py). Other backends compute the plain form. Both give
+of the plain form, measured on BatchNorms of the MNIST CNN's maps at batch 128 (README, "CPU
+training speed against PyTorch"). Other backends compute the plain form. Both give
 the same values up to float32 summation order (tests/test_models.py).
 """
 
