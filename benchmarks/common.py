@@ -3,8 +3,28 @@
 import os
 import platform
 import statistics
+import sys
 import time
 from typing import Any, Callable
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def torch_reference() -> Any:
+    """tests/torch_reference.py (our PyTorch transcriptions) with torch set to `usable_cores()`
+    threads, as JAX's CPU backend uses; None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(usable_cores())
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    import torch_reference as module
+
+    return module
 
 
 def cpu_description() -> str:
@@ -15,8 +35,7 @@ def cpu_description() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}; {cores} cores; load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{cpu}; {usable_cores()} cores; load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def machine() -> str:

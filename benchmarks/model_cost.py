@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, median_time  # noqa: E402
+from benchmarks.common import machine, median_time, torch_reference  # noqa: E402
 from configs import default  # noqa: E402
 from wrna_jax import parallel, steps, xla_flags  # noqa: E402
 from wrna_jax.models import create_model  # noqa: E402
@@ -60,21 +60,18 @@ def measure(model_fields: dict, attention: dict, shape: tuple, batch: int, repea
 
 def torch_plain_step(backbone: str, shape: tuple, batch: int, repeats: int) -> float | None:
     """Median step time of the plain backbone in PyTorch, or None without torch."""
-    try:
-        import torch
-        import torch.nn.functional as F
-    except ImportError:
+    reference = torch_reference()
+    if reference is None:
         return None
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-    import torch_reference
+    import torch
+    import torch.nn.functional as F
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.manual_seed(0)
     if "WRN" in backbone:
-        net, classes = torch_reference.WideResNet50_2(120), 120
+        net, classes = reference.WideResNet50_2(120), 120
         loss_fn = lambda out, labels: F.cross_entropy(out, labels)
     else:
-        net, classes = torch_reference.MasterMnistNet(0, 2), 10
+        net, classes = reference.MasterMnistNet(0, 2), 10
         loss_fn = lambda out, labels: F.nll_loss(out[0], labels)
     net.train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)

@@ -6,21 +6,19 @@ images, float32, SGD with momentum, on this machine's cores.
     python benchmarks/train_step.py [--batch 128] [--repeats 20]
 
 PyTorch's side is our transcription of the authors' networks (tests/torch_reference.py), its
-`torch.optim.SGD` step, with as many threads as JAX's CPU backend uses (every core this process
-may run on); skipped, with a message, when torch is not installed.
+`torch.optim.SGD` step, with as many threads as JAX's CPU backend uses (benchmarks/common.py);
+skipped, with a message, when torch is not installed.
 """
 
 import argparse
 import os
-import statistics
 import sys
-import time
+from typing import Any
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-from benchmarks.common import machine, median_time  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.common import machine, median_time, torch_reference  # noqa: E402
 from configs import cluttered_mnist  # noqa: E402
 from wrna_jax import parallel, steps, xla_flags  # noqa: E402
 from wrna_jax.models import create_model  # noqa: E402
@@ -53,32 +51,28 @@ def jax_step_time(arg: str | None, preset: str | None, batch_size: int, repeats:
     return median_time(run, warmup=3, repeats=repeats)
 
 
-def torch_step_time(network: tuple[str, int], batch_size: int, repeats: int) -> float:
-    """The same step in PyTorch: forward, NLL loss plus 0.1 x the regulariser, backward, SGD
-    (lr 0.1, momentum 0.9, weight decay 1e-5: the authors' train_mnist.py)."""
+def torch_step_time(reference: Any, network: tuple[str, int], batch_size: int, repeats: int) -> float:
+    """The same step in PyTorch (`reference`: benchmarks.common.torch_reference()): forward, NLL
+    loss plus 0.1 x the regulariser, backward, SGD (lr 0.1, momentum 0.9, weight decay 1e-5: the
+    authors' train_mnist.py)."""
     import torch
     import torch.nn.functional as F
 
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import torch_reference
-
     name, depth = network
     torch.manual_seed(0)
-    net = getattr(torch_reference, name)(depth, 2).train()
+    net = getattr(reference, name)(depth, 2).train()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-5)
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.random((batch_size, 1, 40, 40), np.float32))
     labels = torch.from_numpy(rng.integers(0, 10, batch_size))
-    times = []
-    for i in range(3 + repeats):
-        start = time.perf_counter()
+
+    def run():
         optimizer.zero_grad()
         log_probs, reg = net(images)
         (F.nll_loss(log_probs, labels) + 0.1 * reg).backward()
         optimizer.step()
-        if i >= 3:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return median_time(run, warmup=3, repeats=repeats)
 
 
 def main() -> None:
@@ -87,26 +81,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     xla_flags.apply_cpu_defaults()
-    try:
-        import torch
-    except ImportError:
-        torch = None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    reference = torch_reference()
     print(f"machine: {machine()}")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')}")
-    if torch is None:
+    if reference is None:
         print("PyTorch is not installed: timing ours only (pip install torch --index-url "
               "https://download.pytorch.org/whl/cpu for the side-by-side figures).")
     else:
-        torch.set_num_threads(cores)
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(f"torch {reference.torch.__version__}, {reference.torch.get_num_threads()} threads")
     print(f"batch {args.batch}, 40x40x1, float32, median of {args.repeats} steps")
     print(f"{'network':36s} {'ours ms':>9s} {'img/s':>7s} {'PyTorch ms':>11s} {'img/s':>7s} {'ours/PyTorch':>13s}")
     for name, (arg, preset, network) in VARIANTS.items():
         ours = jax_step_time(arg, preset, args.batch, args.repeats)
         line = f"{name:36s} {1000 * ours:9.1f} {args.batch / ours:7.0f}"
-        if torch is not None:
-            theirs = torch_step_time(network, args.batch, args.repeats)
+        if reference is not None:
+            theirs = torch_step_time(reference, network, args.batch, args.repeats)
             line += f" {1000 * theirs:11.1f} {args.batch / theirs:7.0f} {ours / theirs:13.2f}"
         print(line, flush=True)
 

@@ -202,12 +202,13 @@ def test_convolution_matches_xla_values_and_gradients(kernel, channels, padding)
         assert np.all(np.abs(np.asarray(a) - np.asarray(b)) <= 2 * gamma(n) * np.asarray(magnitude)), name
 
 
-@pytest.mark.parametrize("groups", [1, 2])
-def test_batch_norm_by_products_matches_the_plain_form_and_float64(groups):
+@pytest.mark.parametrize("groups, statistics", [(1, False), (2, True)])
+def test_batch_norm_by_products_matches_the_plain_form_and_float64(groups, statistics):
     """normalization's CPU form (statistics as products with ones, closed-form gradient) and the
     plain form (means, autodiff), both float32, against the plain form in float64: every output
     and gradient within a few gamma(n) of its magnitude (n = examples per group: the length of
-    every sum involved), the statistics' own cotangents included."""
+    every sum involved). The loss reads y only, as training does (the statistics' cotangents are
+    symbolic zeros), or also the statistics."""
     from wrna_jax.models import normalization
 
     n, features, eps = 96, 6, 1e-5
@@ -216,21 +217,23 @@ def test_batch_norm_by_products_matches_the_plain_form_and_float64(groups):
     scale = np.asarray(jax.random.uniform(keys[1], (features,), minval=0.5, maxval=1.5))
     bias = np.asarray(jax.random.normal(keys[2], (features,)))
     g = np.asarray(jax.random.normal(keys[3], (groups, n, features)))
-    g_stats = np.asarray(jax.random.normal(keys[4], (2, groups, features)))
+    g_stats = np.asarray(jax.random.normal(keys[4], (2, groups, features))) * statistics
 
     def loss(fn, x, scale, bias):
-        y, mean, var = fn(x, scale, bias, epsilon=eps)
+        y, mean, var = fn(x, scale, bias, eps)
+        if not statistics:
+            return jnp.sum(y * g)
         return jnp.sum(y * g) + jnp.sum(mean * g_stats[0]) + jnp.sum(var * g_stats[1])
 
     def evaluate(fn, dtype):
         inputs = [jnp.asarray(a, dtype) for a in (x, scale, bias)]
-        outputs = jax.jit(lambda *a: fn(*a, epsilon=eps))(*inputs)
+        outputs = jax.jit(lambda *a: fn(*a, eps))(*inputs)
         grads = jax.jit(jax.grad(lambda *a: loss(fn, *a), argnums=(0, 1, 2)))(*inputs)
         return [np.asarray(v, np.float64) for v in (*outputs, *grads)]
 
     with jax.enable_x64(True):
         exact = evaluate(normalization._normalize_plain, jnp.float64)
-    products = evaluate(lambda x, s, b, epsilon: normalization._normalize_products(x, s, b, epsilon), jnp.float32)
+    products = evaluate(normalization._normalize_products, jnp.float32)
     plain = evaluate(normalization._normalize_plain, jnp.float32)
     y, mean, var, dx, dscale, dbias = exact
     inv_std = 1 / np.sqrt(var + eps)[:, None]

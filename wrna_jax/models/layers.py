@@ -73,33 +73,23 @@ class BatchNorm(nn.Module):
         x32 = x.astype(jnp.float32)
         if self.use_running_average:
             mean, var = ra_mean.value.reshape(broadcast), ra_var.value.reshape(broadcast)
-            y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
+            y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon) * scale.reshape(broadcast) + bias.reshape(broadcast)
         else:
             size = self.group_size or x.shape[0]
             if x.shape[0] % size:
                 raise ValueError(f"BatchNorm group_size={size} does not divide the batch of {x.shape[0]} "
                                  "examples: use a batch (per accumulation step) that is a multiple of it.")
-            count = size * int(np.prod([x.shape[a] for a in range(1, x.ndim) if a not in axes]))
-            if axes == tuple(range(x.ndim - len(axes), x.ndim)):  # trailing features: a reshape
-                flat_features = int(np.prod(features))
-                y, mean, var = normalization.normalize(
-                    x32.reshape(x.shape[0] // size, count, flat_features), scale.reshape(flat_features),
-                    bias.reshape(flat_features), self.epsilon)
-                y = y.reshape(x.shape)
-            else:
-                grouped = x32.reshape(x.shape[0] // size, size, *x.shape[1:])
-                reduce = tuple(1 + a for a in range(x.ndim) if a not in axes)
-                mean = jnp.mean(grouped, axis=reduce, keepdims=True)
-                var = jnp.maximum(jnp.mean(jnp.square(grouped), axis=reduce, keepdims=True) - jnp.square(mean), 0.0)
-                y = ((grouped - mean) * jax.lax.rsqrt(var + self.epsilon)).reshape(x.shape)
-                y = y * scale.reshape(broadcast) + bias.reshape(broadcast)
+            # normalization.normalize wants (groups, examples, features): features moved last.
+            order = [a for a in range(x.ndim) if a not in axes] + list(axes)
+            grouped = jnp.transpose(x32, order).reshape(x.shape[0] // size, -1, int(np.prod(features)))
+            y, mean, var = normalization.normalize(grouped, scale.reshape(-1), bias.reshape(-1), self.epsilon)
+            y = jnp.transpose(y.reshape([x.shape[a] for a in order]), np.argsort(order))
+            count = grouped.shape[1]
             if not self.is_initializing():
                 unbiased = count / max(count - 1, 1)
                 m = self.momentum
-                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean.reshape(-1, *features), axis=0)
-                ra_var.value = m * ra_var.value + (1 - m) * unbiased * jnp.mean(var.reshape(-1, *features), axis=0)
-            return y.astype(self.dtype or x.dtype)
-        y = y * scale.reshape(broadcast) + bias.reshape(broadcast)
+                ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=0).reshape(features)
+                ra_var.value = m * ra_var.value + (1 - m) * unbiased * jnp.mean(var, axis=0).reshape(features)
         return y.astype(self.dtype or x.dtype)
 
 

@@ -1,13 +1,13 @@
 """Batch normalisation in training mode as a function of (groups, examples, features) arrays:
 the statistics and the normalised output, with a faster lowering on the CPU.
 
-XLA:CPU computes a large reduction (a per-channel sum over batch and positions) several times
-slower than the same sum written as a matrix product with a vector of ones, and the gradient
-of BatchNorm through autodiff holds several such reductions. On the CPU the statistics are
+With YNNPACK on (wrna_jax/xla_flags.py), XLA:CPU computes a large reduction (a per-channel sum
+over batch and positions) about 2x slower than the same sum as a matrix product with a vector of
+ones, and autodiff of BatchNorm holds several such reductions. On the CPU the statistics are
 therefore such products, and the gradient is BatchNorm's closed form (dx = scale/(n sigma)
-(n g - sum g - xhat sum g xhat), two reductions); 3-6x faster forward and backward than autodiff
-of the plain form, measured on BatchNorms of the MNIST CNN's maps at batch 128 (README, "CPU
-training speed against PyTorch"). Other backends compute the plain form. Both give
+(n g - sum g - xhat sum g xhat), two reductions): forward and backward on the MNIST CNN's bn2
+maps at batch 128 take 1.8 ms instead of 2.65 (11.4 without YNNPACK; benchmarks/cpu_lowerings.py).
+Other backends compute the plain form. Both give
 the same values up to float32 summation order (tests/test_models.py).
 """
 
@@ -15,6 +15,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
 
 
 def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
@@ -22,11 +23,11 @@ def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
     """(y, mean, var) of float32 `x` (G, n, F): each of the G groups normalised by its own mean
     and biased variance over its n examples, y = (x - mean) / sqrt(var + epsilon) * scale + bias
     with `scale`, `bias` of shape (F,); mean and var (G, F)."""
-    return jax.lax.platform_dependent(x, scale, bias, cpu=functools.partial(_normalize_by_products, epsilon=epsilon),
-                                      default=functools.partial(_normalize_plain, epsilon=epsilon))
+    return jax.lax.platform_dependent(x, scale, bias, cpu=lambda *a: _normalize_products(*a, epsilon),
+                                      default=lambda *a: _normalize_plain(*a, epsilon))
 
 
-def _normalize_plain(x, scale, bias, *, epsilon):
+def _normalize_plain(x, scale, bias, epsilon):
     mean = jnp.mean(x, axis=1)
     var = jnp.maximum(jnp.mean(jnp.square(x), axis=1) - jnp.square(mean), 0.0)
     y = (x - mean[:, None]) * jax.lax.rsqrt(var + epsilon)[:, None] * scale + bias
@@ -48,6 +49,9 @@ def _normalize_products(x, scale, bias, epsilon):
 
 
 def _normalize_products_forward(x, scale, bias, epsilon):
+    # symbolic_zeros: the primals come wrapped (value, perturbed), the cotangents of outputs
+    # nothing depends on as SymbolicZero.
+    x, scale, bias = x.value, scale.value, bias.value
     y, mean, var = _normalize_products(x, scale, bias, epsilon)
     return (y, mean, var), (x, scale, mean, var)
 
@@ -62,13 +66,13 @@ def _normalize_products_backward(epsilon, residuals, cotangents):
     g_bias = _sums(g)
     g_scale = _sums(g * xhat)
     dx = (scale * inv_std / n) * (n * g - g_bias[:, None] - xhat * g_scale[:, None])
-    # The statistics' own cotangents (zero when, as in training, only y is differentiated).
-    dx = dx + (g_mean[:, None] + 2.0 * g_var[:, None] * centred) / n
+    # The statistics' own cotangents: in training only y is differentiated (the running
+    # statistics are not), so these are symbolic zeros and cost nothing.
+    if not isinstance(g_mean, SymbolicZero):
+        dx = dx + g_mean[:, None] / n
+    if not isinstance(g_var, SymbolicZero):
+        dx = dx + 2.0 * g_var[:, None] * centred / n
     return dx, jnp.sum(g_scale, axis=0), jnp.sum(g_bias, axis=0)
 
 
-_normalize_products.defvjp(_normalize_products_forward, _normalize_products_backward)
-
-
-def _normalize_by_products(x, scale, bias, *, epsilon):
-    return _normalize_products(x, scale, bias, epsilon)
+_normalize_products.defvjp(_normalize_products_forward, _normalize_products_backward, symbolic_zeros=True)
