@@ -19,27 +19,29 @@ from wrna_jax.models import create_model
 from wrna_jax.state import create_train_state
 
 
-def _data_file(step_dir: str) -> str:
-    """The largest file of the state item: the OCDBT data file that holds the arrays."""
+def _data_files(step_dir: str) -> list[str]:
+    """The OCDBT data files of the state item (in its `d/` directories): the arrays. Orbax's
+    concurrent writers split them over one or more files, differently from run to run."""
     files = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(step_dir, "state"))
-             for name in names]
-    return max(files, key=os.path.getsize)
+             if os.path.basename(root) == "d" for name in names]
+    assert files, f"no OCDBT data file under {step_dir}/state"
+    return files
 
 
 def truncate_data_file(step_dir: str) -> None:
-    """Keeps the first 5% of the data file. The parameters are about half of what it holds
-    (the momentum the other half), so some of them are cut whatever order orbax wrote the arrays
-    in: evaluation, which reads only parameters and statistics, meets the damage too (half the
-    file was not enough: on some runs every parameter lay in the first half)."""
-    path = _data_file(step_dir)
-    os.truncate(path, os.path.getsize(path) // 20)
+    """Keeps the first 5% of every data file, so some of the parameters are cut whatever file
+    and order orbax wrote them in: evaluation, which reads only parameters and statistics, meets
+    the damage too (cutting only the largest file was not enough: on some runs it held only the
+    optimiser's momentum)."""
+    for path in _data_files(step_dir):
+        os.truncate(path, os.path.getsize(path) // 20)
 
 
 def _zero_fill(step_dir: str) -> None:
-    path = _data_file(step_dir)
-    size = os.path.getsize(path)
-    with open(path, "r+b") as f:
-        f.write(bytes(size))
+    for path in _data_files(step_dir):
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.write(bytes(size))
 
 
 def _write(relative: str):

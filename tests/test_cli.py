@@ -4,6 +4,7 @@ run ends, with the same logs; a second run on its workdir is refused while it tr
 every user error ends with one line and exit status 2."""
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,12 +29,6 @@ TIMING = ("steps_per_sec", "uptime")  # clu's ReportProgress: wall-clock figures
 def command(script: str, workdir: str, data_dir: str, *extra: str) -> list[str]:
     return [script, "--config=configs/cluttered_mnist.py", f"--workdir={workdir}",
             f"--config.dataset.data_dir={data_dir}", *TINY_FLAGS, f"--config.num_epochs={EPOCHS}", *extra]
-
-
-def run(args: list[str]) -> subprocess.CompletedProcess:
-    proc = spawn(args)
-    out, err = proc.communicate(timeout=300)
-    return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 
 def python_pid(proc: subprocess.Popen) -> int:
@@ -69,7 +64,7 @@ def log_entries(path: str) -> list[tuple[int, str, float]]:
 
 
 def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval_reproduces_it(
-        tiny_run, tmp_path, scripts):
+        tiny_run, tmp_path, scripts, capsys, caplog):
     config, whole_dir, whole = tiny_run
     data_dir = config.dataset.data_dir  # prepared by the fixture: only read here
     assert whole["step"] == 32 and whole["interrupted_by"] is None
@@ -107,15 +102,19 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     # And the newest checkpoint is damaged (tests/test_checkpoint_damage.py has every kind).
     truncate_data_file(os.path.join(workdir, "checkpoints", str(newest)))
 
-    # 4. The same command again: takes over the dead run's lock, sets the damaged checkpoint
-    # aside, resumes from the one before, finishes.
-    resumed = run(command("train.py", workdir, data_dir))
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    # 4. The same command again, here by train.py's main in this process (the path of `python
+    # train.py` without a new interpreter): takes over the dead run's lock, sets the damaged
+    # checkpoint aside, resumes from the one before, finishes.
+    from wrna_jax import cli
+
+    capsys.readouterr()
+    with caplog.at_level(logging.INFO, logger="absl"):  # --verbosity=0: absl's INFO, as app.run logs it
+        assert cli.invoke(scripts["train.py"], command("train.py", workdir, data_dir, "--verbosity=0")) == 0
+    said = capsys.readouterr().out + caplog.text
     assert re.search(rf"checkpoint step {newest} in .* is damaged \(.*OUT_OF_RANGE.*\); moved to "
-                     rf".*checkpoints_damaged/{newest}", resumed.stderr), resumed.stderr[-3000:]
-    assert f"Resumed from step {resumed_from}" in resumed.stderr
-    assert re.search(rf"Taking over .*train.lock from pid {killed_pid} on .*ended without releasing it",
-                     resumed.stderr)
+                     rf".*checkpoints_damaged/{newest}", said), said[-3000:]
+    assert f"Resumed from step {resumed_from}" in said
+    assert re.search(rf"Taking over .*train.lock from pid {killed_pid} on .*ended without releasing it", said)
     _, params_a, stats_a = restore(config, whole_dir)
     step, params_b, stats_b = restore(config, workdir)
     assert step == 32
@@ -141,9 +140,7 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     assert open(os.path.join(workdir, "train.lock")).read() == ""  # released
     read_png(os.path.join(workdir, "training_curves.png"), size=(1320, 330))  # 3 panels of 4 x 3 in
 
-    # eval.py's main in this process (the path of `python eval.py`, without a new interpreter).
-    from wrna_jax import cli
-
+    # eval.py's main in this process too.
     assert cli.invoke(scripts["eval.py"], command("eval.py", workdir, data_dir, "--checkpoint=latest",
                                                   "--split=validation")) == 0
     out_dir = os.path.join(workdir, "eval_latest")
