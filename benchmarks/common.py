@@ -61,6 +61,28 @@ def median_time(fn: Callable[[], Any], warmup: int = 2, repeats: int = 10) -> fl
     return statistics.median(times)
 
 
+def time_train_step(config: Any, model: Any, state: Any, mesh: Any, input_shape: tuple, batch_size: int,
+                    repeats: int, warmup: int = 3) -> float:
+    """Median time of one jitted train step (wrna_jax.steps) on a random batch of `batch_size`
+    images of `input_shape`, as training runs it, the state carried from step to step."""
+    import numpy as np
+
+    from wrna_jax import parallel, steps
+
+    step = steps.make_train_step(config, model, mesh, steps_per_epoch=100)
+    rng = np.random.default_rng(0)
+    batch = parallel.shard_batch({"image": rng.random((batch_size, *input_shape), np.float32),
+                                  "label": rng.integers(0, model.num_classes, batch_size).astype(np.int32),
+                                  "mask": np.ones(batch_size, bool)}, parallel.batch_sharding(mesh))
+    holder = {"state": state}
+
+    def run():
+        holder["state"], metrics = step(holder["state"], batch)
+        return metrics["loss"]
+
+    return median_time(run, warmup=warmup, repeats=repeats)
+
+
 def matmul_flops(fn: Callable[..., Any], *args: Any) -> float:
     """FLOPs of the convolutions and matrix products in `fn(*args)` (2 per multiply-add), read
     from its jaxpr: the usual model-FLOPs count, the same on every backend (a compiled GPU

@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, median_time, torch_reference  # noqa: E402
+from benchmarks.common import machine, median_time, time_train_step, torch_reference  # noqa: E402
 from configs import default  # noqa: E402
-from wrna_jax import parallel, steps, xla_flags  # noqa: E402
+from wrna_jax import parallel, xla_flags  # noqa: E402
 from wrna_jax.models import create_model  # noqa: E402
 from wrna_jax.state import create_train_state  # noqa: E402
 
@@ -44,18 +44,8 @@ def measure(model_fields: dict, attention: dict, shape: tuple, batch: int, repea
     params = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(state.params))
     forward = jax.jit(lambda s, x: model.apply({"params": s.params, "batch_stats": s.batch_stats}, x).log_probs)
     flops = forward.lower(state, jnp.zeros((batch, *shape))).compile().cost_analysis()["flops"] / batch
-    step = steps.make_train_step(config, model, mesh, steps_per_epoch=100)
-    rng = np.random.default_rng(0)
-    data = parallel.shard_batch({"image": rng.random((batch, *shape), np.float32),
-                                 "label": rng.integers(0, model.num_classes, batch).astype(np.int32),
-                                 "mask": np.ones(batch, bool)}, parallel.batch_sharding(mesh))
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = step(holder["state"], data)
-        return metrics["loss"]
-
-    return {"params": params, "flops": flops, "step": median_time(run, warmup=2, repeats=repeats)}
+    return {"params": params, "flops": flops,
+            "step": time_train_step(config, model, state, mesh, shape, batch, repeats, warmup=2)}
 
 
 def torch_plain_step(backbone: str, shape: tuple, batch: int, repeats: int) -> float | None:

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, median_time, torch_reference  # noqa: E402
+from benchmarks.common import machine, median_time, time_train_step, torch_reference  # noqa: E402
 from configs import cluttered_mnist  # noqa: E402
-from wrna_jax import parallel, steps, xla_flags  # noqa: E402
+from wrna_jax import parallel, xla_flags  # noqa: E402
 from wrna_jax.models import create_model  # noqa: E402
 from wrna_jax.state import create_train_state  # noqa: E402
 
@@ -37,18 +37,7 @@ def jax_step_time(arg: str | None, preset: str | None, batch_size: int, repeats:
     model = create_model(config)
     mesh = parallel.create_mesh(1)
     state = create_train_state(config, model, (40, 40, 1), mesh, steps_per_epoch=100)
-    step = steps.make_train_step(config, model, mesh, steps_per_epoch=100)
-    rng = np.random.default_rng(0)
-    batch = parallel.shard_batch({"image": rng.random((batch_size, 40, 40, 1), np.float32),
-                                  "label": rng.integers(0, 10, batch_size).astype(np.int32),
-                                  "mask": np.ones(batch_size, bool)}, parallel.batch_sharding(mesh))
-    holder = {"state": state}
-
-    def run():
-        holder["state"], metrics = step(holder["state"], batch)
-        return metrics["loss"]
-
-    return median_time(run, warmup=3, repeats=repeats)
+    return time_train_step(config, model, state, mesh, (40, 40, 1), batch_size, repeats)
 
 
 def torch_step_time(reference: Any, network: tuple[str, int], batch_size: int, repeats: int) -> float:
