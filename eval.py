@@ -12,9 +12,8 @@ from absl import flags
 from wrna_jax import cli, distributed
 from wrna_jax.evaluate import evaluate_checkpoint
 
-flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number.")
+cli.define_checkpoint_flags("<workdir>/eval_<checkpoint> for eval.py, <workdir>/predictions for predict.py")
 flags.DEFINE_string("split", None, "Dataset split to evaluate (default: the config's test split).")
-flags.DEFINE_string("output_dir", None, "Where to write results (default <workdir>/eval_<checkpoint>).")
 
 
 def main() -> int:

@@ -37,7 +37,7 @@ def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
                          "use 'baseline', 'dropout' or both, comma-separated.")
     config = default.get_config()
     config.dataset = default.dataset(dataset)
-    config.evals = ml_collections.ConfigDict(dict(attention_masks=dict(examples=8)))
+    config.evals = ml_collections.ConfigDict(dict(attention_masks=dict(examples=8), per_class=dict(most_confused=10)))
     # bfloat16 compute, for GPUs (parameters, BatchNorm statistics and the loss stay float32);
     # --config.model.dtype=float32 for exact float32 training, e.g. on a CPU.
     config.model.update(backbone="cifar_wrn", depth=settings["depth"], width=settings["width"],

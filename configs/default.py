@@ -20,7 +20,8 @@ def dataset(name: str, **sections: dict) -> ml_collections.ConfigDict:
         test_split=placeholder(str),   # eval.py's default split
         data_dir=placeholder(str),     # TFDS data_dir (None: ~/tensorflow_datasets)
         manual_dir=placeholder(str),   # hand-downloaded files (None: <data_dir>/downloads/manual)
-        cache=True,
+        cache=True,                    # keep the training examples in memory after the first epoch
+        cache_dir=placeholder(str),    # ... or in files under this directory (e.g. decoded Food-101)
         shuffle_buffer=16_384,
     )
     return ml_collections.ConfigDict({**fields, **sections})
@@ -47,6 +48,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.evals = ml_collections.ConfigDict(dict(
         attention_masks=dict(examples=8),                          # attention_masks.png
         distractor_sweep=dict(distractors=(4, 8, 16, 32, 64)),     # test accuracy against D
+        per_class=dict(most_confused=10),  # per_class_accuracy.csv, confusion_matrix.png, most_confused.md
     ))
 
     config.model = ml_collections.ConfigDict(dict(

@@ -10,10 +10,10 @@ regulariser 1e-3, and BatchNorm statistics over the per-GPU slices their DataPar
 `paper` module, AD=2, AW=2, batch 64, backbone lr 1e-3 and 10x on attention and classifier,
 halved every 30 epochs, 100 epochs, stop on a plateau (20 epochs without improvement).
 
-Both fine-tune torchvision's ImageNet WRN-50-2 from `config.init_from`. Create it once:
-    wget https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth
-    python -m wrna_jax.convert wide_resnet50_2-95faca4d.pth ~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1
-or point init_from elsewhere (--config.init_from=PATH).
+Both fine-tune torchvision's ImageNet WRN-50-2, `config.init_from` by name: downloaded once into
+~/.cache/wrna_jax, verified and converted (wrna_jax/weights/hub.py); `...IMAGENET1K_V2` and the
+ResNet-50 names work too, or a path (--config.init_from=PATH: a converted directory, .pth or
+.safetensors).
 """
 
 from typing import Callable
@@ -30,14 +30,15 @@ DATASETS = {
     "stanford_dogs": dict(head_lr=0.005, width=2, gate_fn="softmax", output="all", bn_group_size=32),
     "caltech_birds2011": dict(head_lr=0.1, width=2, gate_fn="sigmoid", output="50", bn_group_size=16),
     "cars196": dict(head_lr=0.2, width=4, gate_fn="softmax", output="all", bn_group_size=32),
+    "stanford_cars": dict(head_lr=0.2, width=4, gate_fn="softmax", output="all", bn_group_size=32),  # cars196's
     "uec_food100": dict(head_lr=0.2, width=2, gate_fn="softmax", output="all", bn_group_size=32, fold=0),
     "food101": dict(head_lr=0.1, width=2, gate_fn="softmax", output="all", bn_group_size=32,
                     cache=False),  # about 5 GB of JPEGs: read from disk each epoch
     "adience_age": dict(head_lr=0.1, width=2, gate_fn="softmax", output="all", bn_group_size=32, fold=0),
     "adience_gender": dict(head_lr=0.1, width=2, gate_fn="softmax", output="all", bn_group_size=32, fold=0),
 }
-# Where `python -m wrna_jax.convert` puts the ImageNet WRN-50-2 in the instructions above.
-DEFAULT_INIT_FROM = "~/.cache/wrna_jax/wide_resnet50_2_imagenet1k_v1"
+# torchvision's ImageNet WRN-50-2 (the paper used the original WRN-50-2).
+DEFAULT_INIT_FROM = "torchvision:wide_resnet50_2.IMAGENET1K_V1"
 
 
 def for_dataset(dataset: str) -> Callable[[str | None], ml_collections.ConfigDict]:
@@ -46,23 +47,36 @@ def for_dataset(dataset: str) -> Callable[[str | None], ml_collections.ConfigDic
 
 
 def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
-    """The config for `dataset`; `arg` is None/'released' or 'paper' (the config file's argument)."""
+    """The config for `dataset`; `arg` (the config file's argument) is the recipe, None/'released'
+    or 'paper', and/or 'authors_protocol', comma-separated (e.g. configs/dogs.py:paper,authors_protocol).
+
+    Model selection: by default the best checkpoint and early stopping use a validation split held
+    out of train (10% of each class, wrna_jax/data/holdout.py) and eval.py evaluates test once;
+    'authors_protocol' selects on the test split as the authors' logs did (their "validation"
+    was the test split), to compare with their numbers."""
     settings = dict(DATASETS[dataset])
     head_lr, width, gate_fn, output, bn_group_size = (settings.pop(key) for key in (
         "head_lr", "width", "gate_fn", "output", "bn_group_size"))
-    recipe = arg or "released"
+    options = [option for option in (arg or "").split(",") if option]
+    recipes = [option for option in options if option != "authors_protocol"]
+    recipe = recipes[0] if len(recipes) == 1 else "released" if not recipes else None
     if recipe not in RECIPES:
-        raise ValueError(f"Unknown recipe {recipe!r}; use one of {', '.join(map(repr, RECIPES))} "
-                         "(e.g. --config=configs/dogs.py:paper).")
+        raise ValueError(f"Unknown config argument {arg!r}: use one recipe of {', '.join(map(repr, RECIPES))} "
+                         "and/or 'authors_protocol', comma-separated (e.g. --config=configs/dogs.py:paper).")
     config = default.get_config()
-    config.dataset = default.dataset(dataset, **settings, images=dict(
+    config.dataset = default.dataset(dataset, **settings, validation=dict(
+        protocol="authors" if "authors_protocol" in options else "holdout",
+        fraction=0.1,             # of each class's training examples, held out for validation
+        seed=0,                   # which ones
+    ), images=dict(
         image_size=224,           # random (train) or centre (eval) crop side
         resize_size=256,          # shorter side before cropping
         crop_to_bbox=False,       # crop to the dataset's bounding box first
         ten_crop=False,           # eval.py: average the log-probabilities of ten crops
         antialias=False,          # antialiased resizing (matches PIL, about 2x slower)
+        decoded_cache=False,      # cache decoded 256-pixel uint8 images: epochs only crop, flip, normalise
     ))
-    config.evals = ml_collections.ConfigDict(dict(attention_masks=dict(examples=8)))
+    config.evals = ml_collections.ConfigDict(dict(attention_masks=dict(examples=8), per_class=dict(most_confused=10)))
     # bfloat16 compute, for GPUs (parameters, BatchNorm statistics and the loss stay float32);
     # --config.model.dtype=float32 for exact float32 training, e.g. on a CPU.
     config.model.update(backbone="imagenet_resnet", depth=50, width=2, dtype="bfloat16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
 from collections.abc import Callable, Iterator
 
@@ -20,7 +21,6 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import read_png
 from configs import default
 from wrna_jax.data import catalogue, pipeline, prepare, preprocessing
 from wrna_jax.data.input import create_input
@@ -120,7 +120,7 @@ def mocked(tmp_path, name: str, make_example: MakeExample | None = None) -> Iter
         yield
 
 
-IMAGE_FIELDS = ("image_size", "resize_size", "crop_to_bbox", "ten_crop", "antialias")
+IMAGE_FIELDS = ("image_size", "resize_size", "crop_to_bbox", "ten_crop", "antialias", "decoded_cache")
 
 
 def dataset_config(name: str, **fields):
@@ -463,69 +463,26 @@ def test_missing_manual_dataset_gives_its_instructions(tmp_path):
                                            manual_dir=str(tmp_path / "manual")))
 
 
-class _RealFs:
-    """Stands in for TFDS's MockFs, which redirects every path of the process while a mocked
-    `as_dataset` runs: orbax's background checkpoint threads would write to the redirected
-    paths. The mocked data_dir really exists here, so no redirection is needed."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def add_file(self, path, content=None):
-        del path, content
-
-
-def test_dogs_config_trains_and_ten_crop_evaluates_end_to_end(tmp_path, monkeypatch):
-    """configs/dogs.py on mock data with a tiny backbone: train, then ten-crop evaluation."""
-    import json
-
-    import jax
-
-    from configs import dogs
-    from tensorflow_datasets.testing import test_utils
-    from wrna_jax.models import create_model
-    from wrna_jax.evaluate import evaluate_checkpoint
-    from wrna_jax.train import train_and_evaluate
-
-    monkeypatch.setattr(test_utils, "MockFs", _RealFs)
-    config = dogs.get_config()
-    config.dataset.data_dir = str(tmp_path / "tfds_stanford_dogs")
-    config.dataset.images.update(image_size=32, resize_size=36, crop_to_bbox=True)
-    config.model.update(backbone="cifar_wrn", depth=10, width=1, bn_group_size=2)  # the released BN groups, scaled
-    config.init_from = None   # the ImageNet WRN-50-2 does not fit the tiny backbone
-    config.attention.depth = 2
-    config.update(batch_size=4, eval_batch_size=4, num_epochs=2, log_every_steps=1)
-    config.evals.attention_masks.examples = 2
-    workdir = str(tmp_path / "run")
+def test_decoded_cache_changes_nothing_but_where_the_decoding_happens(tmp_path):
+    """decoded_cache: training batches over three epochs are those of the same preprocessing
+    without any cache (memory or files); evaluation pixels are the fused path's up to the one
+    rounding of the resized image to uint8 (0.5 / 255 before normalisation)."""
+    dataset = dataset_config("stanford_dogs", crop_to_bbox=True, image_size=48, resize_size=56, decoded_cache=True)
+    files = dataset_config("stanford_dogs", crop_to_bbox=True, image_size=48, resize_size=56, decoded_cache=True,
+                           cache_dir=str(tmp_path / "decoded"))
+    fused = dataset_config("stanford_dogs", crop_to_bbox=True, image_size=48, resize_size=56)
     with mocked(tmp_path, "stanford_dogs"):
-        result = train_and_evaluate(config, workdir)
-        config.dataset.images.ten_crop = True
-        evaluated = evaluate_checkpoint(config, workdir, "latest")
-        # Independently: every crop of the same test batches through the restored model on its
-        # own, log-probabilities averaged over the ten crops here.
-        from conftest import restore
-        from wrna_jax import evaluate, parallel
-
-        _, params, stats = restore(config, workdir)
-        model = create_model(config)
-        apply = jax.jit(lambda images: model.apply({"params": params, "batch_stats": stats}, images).log_probs)
-        correct = count = 0
-        for batch in evaluate.build_eval_batches(create_input(config.dataset), "test", config,
-                                                 parallel.create_mesh(1)):
-            images = np.asarray(batch["image"])
-            assert images.shape[1:] == (10, 32, 32, 3)
-            mean = np.mean([np.asarray(apply(images[:, c])) for c in range(10)], axis=0)
-            mask = np.asarray(batch["mask"])
-            correct += int(np.sum((mean.argmax(-1) == np.asarray(batch["label"])) & mask))
-            count += int(mask.sum())
-    assert result["step"] == 4 and result["num_examples"] == NUM_EXAMPLES
-    assert evaluated["num_examples"] == count == NUM_EXAMPLES
-    assert evaluated["accuracy"] == correct / count
-    # The dev module: one hypothesis per module (on the final output and group3's pre-activation).
-    assert "top5_accuracy" in evaluated and set(evaluated["hypothesis_accuracy"]) == {"backbone", "group3", "group3_preact"}
-    saved = json.load(open(tmp_path / "run" / "eval_latest" / "eval_results.json"))
-    assert saved["accuracy"] == evaluated["accuracy"]
-    read_png(tmp_path / "run" / "eval_latest" / "attention_masks.png", size=(800, 340))  # 2 x (1 + 4)
+        cached = batches(dataset, train=True, take=6)   # 8 examples: three epochs, two read from the cache
+        uncached = batches(dataset, train=True, take=6, cache=False)
+        in_files = create_input(files).train_batches(4, seed=0)
+        from_files = [next(in_files) for _ in range(6)]
+        evaluation = batches(dataset, train=False, take=2)
+        reference = batches(fused, train=False, take=2)
+    assert_same_batches(cached, uncached)
+    assert_same_batches(cached, from_files)
+    assert any(name.startswith("stanford_dogs") for name in os.listdir(tmp_path / "decoded"))
+    assert not np.array_equal(cached[0]["image"], cached[2]["image"])  # epochs still augment anew
+    bound = 0.5 / (255 * min(DATASETS["stanford_dogs"].std)) + 1e-5  # + float32 rounding of the normalisation
+    for a, b in zip(evaluation, reference, strict=True):
+        np.testing.assert_array_equal(a["label"], b["label"])
+        assert np.max(np.abs(a["image"] - b["image"])) <= bound

@@ -107,28 +107,6 @@ def test_driver_on_fabricated_runs_selects_by_validation_and_restarts(tmp_path, 
     assert "done before, skipped" in capsys.readouterr().out
 
 
-def test_one_real_run_trains_evaluates_and_is_then_skipped(tmp_path):
-    args = argparse.Namespace(workdir=str(tmp_path), num_train=128, num_validation=40, num_test=30, epochs=1)
-    variant = plan.BASELINE  # the cheapest model to compile: the wiring is the same for all
-    record = plan.train_run(variant, 0, args)
-    assert record["status"] == "ok" and record["steps"] == 1
-    # The reported test accuracy is the best checkpoint's on the 30 test canvases: recomputed here
-    # from the checkpoint and the generator's canvases, and equal to the D=8 point of the sweep
-    # (the same seed and size give the same test canvases).
-    directory = plan.run_dir(str(tmp_path), variant, 0)
-    config = plan.make_config(variant, 0, args)
-    step, params, stats = restore(config, directory, "best")
-    test = canvases.generate_split(canvases.CanvasSpec(num_train=128, num_validation=40, num_test=30), "test")
-    model = create_model(config)
-    log_probs = jax.jit(model.apply)({"params": params, "batch_stats": stats}, test["image"] / np.float32(255)).log_probs
-    correct = int(np.sum(np.argmax(log_probs, -1) == test["label"]))
-    assert record["test_accuracy"] == correct / 30
-    assert record["accuracy_vs_distractors"]["8"] == record["test_accuracy"]
-    assert sorted(record["accuracy_vs_distractors"]) == sorted(str(d) for d in plan.SWEEP)
-    read_png(os.path.join(directory, "eval_best", "accuracy_vs_distractors.png"), size=(540, 384))
-    assert plan.load_run(str(tmp_path), variant, 0) == record
-
-
 def test_compare_runs_averages_seeds_with_their_sample_standard_deviation(tmp_path, capsys, monkeypatch):
     from experiments import compare_runs
 
@@ -146,3 +124,56 @@ def test_compare_runs_averages_seeds_with_their_sample_standard_deviation(tmp_pa
     assert f"| attention | 92.00 ± {sd4:.2f} | 83.33 ± {sd8:.2f} |" in table  # sd4 = 2.00, sd8 = 3.06
     assert "| baseline | 50.00 | 40.00 |" in table and table in capsys.readouterr().out
     read_png(tmp_path / "out" / "accuracy_vs_distractors.png", size=(540, 384))
+
+
+def test_variant_names_round_trip_and_bad_names_are_refused():
+    for variant in plan.depth_stage() + plan.width_stage(4) + plan.ablation_stage(4, 2):
+        named = plan.variant_named(variant.name)
+        assert (named.name, named.label, named.stage) == (variant.name, variant.label, "comparison")
+    with pytest.raises(ValueError, match="ad<D>_aw<W>"):
+        plan.variant_named("ad4_aw2_noreg_sigmoid")  # tags in another order
+
+
+def test_compared_models_run_seed_by_seed_and_a_run_diverged_before_a_checkpoint_is_counted(tmp_path, capsys):
+    order = []
+
+    def train(variant, seed, args):
+        order.append((variant.name, seed))
+        if variant.name == "stn" and seed == 1:
+            record = {"name": "stn", "seed": 1, "status": "diverged: NaN", "val_accuracy": None,
+                      "test_accuracy": None, "steps": 0, "train_seconds": 1.0, "eval_seconds": 0.0}
+            os.makedirs(plan.run_dir(args.workdir, variant, seed))
+            with open(os.path.join(plan.run_dir(args.workdir, variant, seed), plan.SUMMARY_FILE), "w") as f:
+                json.dump(record, f)
+            return record
+        return fake_train(variant, seed, args)
+
+    argv = ["--workdir", str(tmp_path), "--seeds", "2", "--models", "baseline,ad4_aw2,stn"]
+    paths = run.main(argv, train=train)
+    assert order == [("baseline", 0), ("ad4_aw2", 0), ("stn", 0), ("baseline", 1), ("ad4_aw2", 1), ("stn", 1)]
+    rows = {row["name"]: row for row in json.load(open(paths["table_json"]))["rows"]}
+    assert rows["stn"]["seeds"] == [0] and rows["stn"]["diverged"] == 1
+    assert rows["ad4_aw2"]["test_accuracy"] == pytest.approx(statistics.mean(
+        _fabricated(plan.variant_named("ad4_aw2"), s) - 0.001 for s in (0, 1)))
+    assert "| comparison | STN + CNN (AD=0) | 1 (1 diverged) |" in open(paths["table_md"]).read()
+    read_png(paths["distractors"], size=(450, 320))
+    run.main(argv, train=lambda *a: pytest.fail("trained again"))  # every run, the diverged one too, is done
+    with pytest.raises(SystemExit):
+        run.main(["--workdir", str(tmp_path), "--models", "baseline,ad0_aw1x"])
+    assert "--models: model 'ad0_aw1x'" in capsys.readouterr().err
+
+
+def test_one_real_run_on_device_data(tmp_path):
+    args = argparse.Namespace(workdir=str(tmp_path), num_train=128, num_validation=40, num_test=30, epochs=1)
+    record = plan.DeviceRunner()(plan.BASELINE, 0, args)
+    assert record["status"] == "ok" and record["steps"] == 1
+    directory = plan.run_dir(str(tmp_path), plan.BASELINE, 0)
+    config = plan.make_config(plan.BASELINE, 0, args)
+    step, params, stats = restore(config, directory, "best")
+    test = canvases.generate_split(canvases.CanvasSpec(num_train=128, num_validation=40, num_test=30), "test")
+    log_probs = jax.jit(create_model(config).apply)({"params": params, "batch_stats": stats},
+                                                    test["image"] / np.float32(255)).log_probs
+    assert record["test_accuracy"] == np.mean(np.argmax(log_probs, -1) == test["label"])
+    assert record["accuracy_vs_distractors"]["8"] == record["test_accuracy"]
+    assert sorted(record["accuracy_vs_distractors"]) == sorted(str(d) for d in plan.SWEEP)
+    assert plan.load_run(str(tmp_path), plan.BASELINE, 0) == record

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import restore, tiny_train_config
 from numerics import assert_close_to, gamma, probable_error
-from wrna_jax import checkpoint, evaluate
+from wrna_jax import checkpoint, evaluate, metrics
 from wrna_jax import train as train_module
 from wrna_jax.models import create_model
 from wrna_jax.optim import learning_rate_schedule, parameter_groups
@@ -129,7 +129,7 @@ def test_ten_crop_evaluation_averages_log_probabilities_over_crops():
     model = create_model(model_config(ad=2, aw=2))
     images = jax.random.uniform(jax.random.key(0), (3, 10, 40, 40, 1))
     variables = init_variables(model, (40, 40, 1), seed=1)
-    out = jax.jit(lambda v, x: evaluate.multi_crop_output(model, v, x))(variables, images)
+    out = jax.jit(lambda v, x: metrics.multi_crop_output(model, v, x))(variables, images)
     apply = jax.jit(model.apply)
     singles = [apply(variables, images[:, c]) for c in range(10)]
     # One program on all 30 crops against ten on 3 each: the same ~10 layers (longest reduction:

@@ -350,3 +350,19 @@ def check_same_run(saved: Mapping[str, Any], config: ml_collections.ConfigDict, 
             f"Cannot resume from step {step} in {directory}: the data order or the learning-rate "
             "schedule would change (" + "; ".join(problems) + "). Resume with the settings the run "
             "was trained with, or start a new run with another --workdir.")
+
+
+def resume_point(ckpts: Checkpoints, config: ml_collections.ConfigDict) -> int:
+    """The step training will resume from (0: afresh), after checking that the newest intact
+    checkpoint holds this model and this run's data order and schedule."""
+    while ckpts.all_steps():
+        step = ckpts.all_steps()[-1]
+        try:
+            saved = ckpts.saved_config(step)
+        except DamagedCheckpointError:
+            continue  # set aside; the next newest is checked
+        check_same_model(saved, config, step, ckpts.directory)
+        check_same_run(saved, config, step, ckpts.directory)
+        return step
+    ckpts.check_not_all_damaged()
+    return 0

@@ -31,6 +31,15 @@ config_flags.DEFINE_config_file("config", None, "The configuration file (configs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def define_checkpoint_flags(output_default: str) -> None:
+    """--checkpoint and --output_dir, for the scripts that read a run (eval.py, predict.py);
+    defined once however many of them are imported (tests import both)."""
+    if "checkpoint" not in FLAGS:
+        flags.DEFINE_string("checkpoint", "best", "'best', 'latest' or a step number of the run in --workdir.")
+    if "output_dir" not in FLAGS:
+        flags.DEFINE_string("output_dir", None, f"Where to write the results (default {output_default}).")
+
+
 def _forget_overrides() -> None:
     """Unparses every flag and drops the `--config.FIELD` flags the last parse defined."""
     FLAGS.unparse_flags()
@@ -82,8 +91,10 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else str(text)
 
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl's flag parsing, with every failure raised as a ConfigError that names the flag."""
+def parse_flags(argv: Sequence[str], positional: bool = False) -> list[str]:
+    """absl's flag parsing, with every failure raised as a ConfigError that names the flag;
+    arguments after the flags are refused unless `positional` (they are returned after the
+    program name)."""
     config_arg = next((arg for arg in argv if arg.startswith("--config=")), "--config")
     try:
         remaining = _parse_argv(argv)
@@ -97,7 +108,7 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
                           else str(error)) from None
     except (OSError, ValueError, TypeError) as error:  # the config file failed to load
         raise ConfigError(f"{config_arg}: {_last_line(error)}") from None
-    if len(remaining) > 1:
+    if len(remaining) > 1 and not positional:
         raise ConfigError(f"unexpected arguments {remaining[1:]}: every setting is a flag "
                           "(--workdir=DIR, --config.FIELD=VALUE).")
     return remaining
@@ -110,32 +121,32 @@ def report(error: UserError) -> int:
     return EXIT_USER_ERROR
 
 
-def invoke(main: Callable[[], Any], argv: Sequence[str]) -> int:
-    """Parses `argv` and runs `main()`: its exit status (0 for None), or 2 after printing a
-    user error. Flags keep their values until the next call (tests call it repeatedly)."""
+def invoke(main: Callable[..., Any], argv: Sequence[str], positional: bool = False) -> int:
+    """Parses `argv` and runs `main()` (`main(arguments)` with `positional`): its exit status (0
+    for None), or 2 after printing a user error. Flags keep their values until the next call
+    (tests call it repeatedly)."""
     xla_flags.apply_cpu_defaults()
     _forget_overrides()
     try:
-        parse_flags(argv)
-        return int(main() or 0)
+        remaining = parse_flags(argv, positional)
+        return int((main(remaining[1:]) if positional else main()) or 0)
     except UserError as error:
         return report(error)
 
 
-def run(main: Callable[[], Any]) -> None:
+def run(main: Callable[..., Any], positional: bool = False) -> None:
     """A script's entry point: absl's `app.run` (logging, --help) around `invoke`'s handling."""
     xla_flags.apply_cpu_defaults()
 
     def parse(argv: list[str]) -> list[str]:
         try:
-            return parse_flags(argv)
+            return parse_flags(argv, positional)
         except UserError as error:
             sys.exit(report(error))
 
     def guarded(argv: list[str]) -> None:
-        del argv
         try:
-            sys.exit(int(main() or 0))
+            sys.exit(int((main(argv[1:]) if positional else main()) or 0))
         except UserError as error:
             sys.exit(report(error))
         except KeyboardInterrupt:  # Ctrl-C before or after the training loop, which saves itself

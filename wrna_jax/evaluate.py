@@ -2,7 +2,6 @@
 gate weights, and `eval.py`'s `evaluate_checkpoint` (restore, run, report) with the evaluators
 the config asks for (`config.evals`, see `evaluators.py`)."""
 
-import functools
 import json
 import os
 from typing import Any, Iterable, Mapping
@@ -15,53 +14,9 @@ from absl import logging
 from wrna_jax import checkpoint, distributed, parallel, validation, workdir
 from wrna_jax.data.input import Input, create_input
 from wrna_jax.errors import ConfigError, DamagedCheckpointError
-from wrna_jax.models import ModelOutput, create_model
+from wrna_jax.metrics import make_eval_step, metrics_from_sums
+from wrna_jax.models import create_model
 from wrna_jax.state import abstract_variables
-
-
-def multi_crop_output(model: Any, variables: Any, images: jax.Array) -> ModelOutput:
-    """The model on (B, H, W, C) images, or on (B, crops, H, W, C) with ten-crop evaluation:
-    then log-probabilities, hypotheses' log-probabilities and gates are averaged over the crops,
-    and the masks are those of the centre crop (index 4)."""
-    if images.ndim == 4:
-        return model.apply(variables, images, train=False)
-    crops = images.shape[1]
-    out = model.apply(variables, images.reshape(-1, *images.shape[2:]), train=False)
-    per_crop = lambda a: a.reshape(-1, crops, *a.shape[1:])
-    return out.replace(
-        log_probs=per_crop(out.log_probs).mean(axis=1),
-        hypotheses=per_crop(jax.nn.log_softmax(out.hypotheses, axis=-1)).mean(axis=1),
-        gates=per_crop(out.gates).mean(axis=1),
-        masks={name: per_crop(m)[:, min(4, crops - 1)] for name, m in out.masks.items()})
-
-
-def eval_step(variables: Any, batch: Mapping[str, jax.Array], *, model: Any) -> tuple[dict, ModelOutput]:
-    """Masked sums over one batch of the model with `variables` ({'params', 'batch_stats'});
-    padding examples (mask False) count nowhere."""
-    out = multi_crop_output(model, variables, batch["image"])
-    labels, mask = batch["label"], batch["mask"].astype(jnp.float32)
-    top5 = jax.lax.top_k(out.log_probs, min(5, out.log_probs.shape[-1]))[1]
-    sums = {
-        "count": jnp.sum(mask),
-        "correct": jnp.sum((jnp.argmax(out.log_probs, -1) == labels) * mask),
-        "correct_top5": jnp.sum(jnp.any(top5 == labels[:, None], axis=-1) * mask),
-        "nll": -jnp.sum(jnp.take_along_axis(out.log_probs, labels[:, None], axis=1)[:, 0] * mask),
-        "hypothesis_correct": jnp.sum((jnp.argmax(out.hypotheses, -1) == labels[:, None])
-                                      * mask[:, None], axis=0),
-        "gate_sum": jnp.sum(out.gates * mask[:, None], axis=0),
-    }
-    return sums, out
-
-
-def make_eval_step(model: Any, mesh: jax.sharding.Mesh):
-    """`eval_step` compiled for the mesh: batch sharded, variables and sums replicated."""
-    return jax.jit(functools.partial(eval_step, model=model),
-                   in_shardings=(parallel.replicated(mesh), parallel.batch_sharding(mesh)))
-
-
-def variables_of(state: Any) -> dict[str, Any]:
-    """What evaluation reads of a training state."""
-    return {"params": state.params, "batch_stats": state.batch_stats}
 
 
 def build_eval_batches(data: Input, split: str, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -84,19 +39,7 @@ def run_evaluation(step_fn: Any, variables: Any, batches: Iterable[Mapping[str, 
         totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     if totals is None:
         raise ValueError("The evaluation split yielded no batches.")
-    totals = jax.device_get(totals)
-    count = float(totals["count"])
-    metrics: dict[str, Any] = {
-        "num_examples": int(count),
-        "accuracy": float(totals["correct"]) / count,
-        "loss": float(totals["nll"]) / count,
-        "hypothesis_accuracy": {name: float(c) / count for name, c in
-                                zip(hypothesis_names, totals["hypothesis_correct"])},
-        "mean_gates": {name: float(g) / count for name, g in zip(hypothesis_names, totals["gate_sum"])},
-    }
-    if num_classes > 5:
-        metrics["top5_accuracy"] = float(totals["correct_top5"]) / count
-    return metrics
+    return metrics_from_sums(totals, hypothesis_names, num_classes)
 
 
 class Restorer:
@@ -184,7 +127,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir_path: str, wh
     from wrna_jax import evaluators  # they build on this module
 
     context = evaluators.Context(config=config, model=model, mesh=mesh, data=data, split=split,
-                                 variables=variables, step_fn=step_fn, output_dir=output_dir)
+                                 variables=variables, step_fn=step_fn, output_dir=output_dir,
+                                 results=dict(results))
     results["figures"] = {}
     for name, settings in config.evals.items():
         produced = evaluators.evaluator(name)(context, settings)

@@ -9,6 +9,7 @@ An evaluator is `fn(context, settings) -> dict` of results to add to eval_result
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import os
 from typing import Any, Callable, Mapping
@@ -36,6 +37,7 @@ class Context:
     variables: Any
     step_fn: Any
     output_dir: str
+    results: Mapping[str, Any]  # the split's metrics (metrics.metrics_from_sums)
 
 
 Evaluator = Callable[[Context, Mapping[str, Any]], dict[str, Any]]
@@ -73,7 +75,7 @@ def attention_masks(context: Context, settings: Mapping[str, Any]) -> dict[str, 
     path = plots.plot_attention_masks(
         images, {name: np.asarray(m)[:count] for name, m in shown["masks"].items()},
         np.asarray(shown["label"])[:count], np.asarray(shown["log_probs"]).argmax(-1)[:count],
-        os.path.join(context.output_dir, "attention_masks.png"))
+        os.path.join(context.output_dir, "attention_masks.png"), class_names=context.data.class_names())
     return {"figures": {"attention_masks": path}}
 
 
@@ -98,3 +100,38 @@ def distractor_sweep(context: Context, settings: Mapping[str, Any]) -> dict[str,
             f.write(table)
         print(table)
     return results
+
+
+@register_evaluator("per_class")
+def per_class(context: Context, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Per-class accuracy (per_class_accuracy.csv), the confusion matrix normalised per true
+    class (confusion_matrix.png) and the `most_confused` most frequent (true, predicted) pairs
+    of different classes (most_confused.md), from the split's confusion counts, with the
+    dataset's label names."""
+    confusion = np.asarray(context.results["confusion"], np.int64)
+    names = context.data.class_names()
+    support = confusion.sum(axis=1)
+    correct = np.diag(confusion)
+    off = confusion.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:int(settings["most_confused"])]
+    pairs = [{"true": names[i], "predicted": names[j], "count": int(off[i, j]),
+              "fraction_of_true_class": float(off[i, j] / support[i])}
+             for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+    if jax.process_index() != 0:
+        return {"most_confused": pairs}
+    out = context.output_dir
+    with open(os.path.join(out, "per_class_accuracy.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["class", "name", "examples", "correct", "accuracy"])
+        for c, name in enumerate(names):
+            writer.writerow([c, name, int(support[c]), int(correct[c]),
+                             f"{correct[c] / support[c]:.6f}" if support[c] else ""])
+    lines = ["| true class | predicted as | examples | share of the true class |", "|---|---|---:|---:|"]
+    lines += [f"| {p['true']} | {p['predicted']} | {p['count']} | {100 * p['fraction_of_true_class']:.1f}% |"
+              for p in pairs]
+    with open(os.path.join(out, "most_confused.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    figure = plots.plot_confusion_matrix(confusion, names, os.path.join(out, "confusion_matrix.png"))
+    return {"most_confused": pairs, "figures": {"confusion_matrix": figure},
+            "per_class_accuracy_csv": os.path.join(out, "per_class_accuracy.csv")}

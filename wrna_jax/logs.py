@@ -9,7 +9,6 @@ A run killed after its last checkpoint has logged steps that the resumed run log
 from __future__ import annotations
 
 import glob
-import json
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -18,7 +17,9 @@ import jax
 from absl import logging
 from clu import metric_writers
 
-METRICS_FILE = "metrics.jsonl"
+from wrna_jax import metrics_file
+
+METRICS_FILE = metrics_file.METRICS_FILE
 
 
 class JsonlWriter(metric_writers.MetricWriter):
@@ -29,8 +30,7 @@ class JsonlWriter(metric_writers.MetricWriter):
         self.path = path
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), **{k: float(v) for k, v in scalars.items()}}) + "\n")
+        metrics_file.append(self.path, step, scalars)
 
     def write_summaries(self, step, values, metadata=None): pass  # noqa: E704
     def write_images(self, step, images): pass  # noqa: E704
@@ -50,23 +50,6 @@ def metric_writer(workdir: str) -> metric_writers.MetricWriter:
         return metric_writers.create_default_writer(workdir, just_logging=True)
     return metric_writers.MultiWriter([metric_writers.create_default_writer(workdir),
                                        JsonlWriter(os.path.join(workdir, METRICS_FILE))])
-
-
-def _truncate_jsonl(path: str, step: int) -> int:
-    with open(path) as f:
-        lines = f.readlines()
-    kept = []
-    for line in lines:
-        try:
-            if json.loads(line)["step"] <= step and line.endswith("\n"):
-                kept.append(line)
-        except (ValueError, KeyError, TypeError):
-            pass  # a line cut short by a kill
-    if len(kept) < len(lines):
-        with open(path + ".tmp", "w") as f:
-            f.writelines(kept)
-        os.replace(path + ".tmp", path)
-    return len(lines) - len(kept)
 
 
 def _truncate_events(path: str, step: int) -> int:
@@ -100,7 +83,7 @@ def truncate_after(workdir: str, step: int) -> None:
     if jax.process_index() != 0:
         return
     path = os.path.join(workdir, METRICS_FILE)
-    dropped = _truncate_jsonl(path, step) if os.path.exists(path) else 0
+    dropped = metrics_file.truncate_after(path, step) if os.path.exists(path) else 0
     for events in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
         dropped += _truncate_events(events, step)
     if dropped:

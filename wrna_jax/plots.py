@@ -39,26 +39,59 @@ def _display(image: np.ndarray) -> np.ndarray:
     return image[..., 0] if image.shape[-1] == 1 else image
 
 
-def plot_attention_masks(images: np.ndarray, masks: Mapping[str, np.ndarray], labels: np.ndarray,
-                         predictions: np.ndarray, path: str) -> str:
-    """One row per image: the input, then each module's heads overlaid (jet, alpha 0.5)."""
+def _overlay(ax: Any, shown: np.ndarray, mask: np.ndarray) -> None:
+    """The image with the mask over it: jet colours whose opacity grows with the mask (scaled to
+    [0, 1] per image), so the image stays visible where the module does not attend."""
+    ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+    up = _upsample(mask, shown.shape[:2])
+    colours = plt.get_cmap("jet")(up)
+    colours[..., 3] = 0.7 * up
+    ax.imshow(colours)
+
+
+def plot_attention_masks(images: np.ndarray, masks: Mapping[str, np.ndarray], labels: np.ndarray | None,
+                         predictions: np.ndarray, path: str, class_names: Sequence[str] | None = None) -> str:
+    """One row per image: the input, then each module's heads over it (`_overlay`); titles name
+    the label (when given) and the prediction, by `class_names` when given."""
     columns = [(name, k) for name, m in masks.items() for k in range(m.shape[-1])]
+    def name_of(c: Any) -> str:  # long fine-grained names are cut to fit the column
+        name = class_names[int(c)] if class_names is not None else str(int(c))
+        return name if len(name) <= 24 else name[:23] + "…"
+
     rows = len(images)
     fig, axes = subplots(rows, 1 + len(columns), figsize=(1.6 * (1 + len(columns)), 1.7 * rows),
                              squeeze=False)
     for i in range(rows):
         shown = _display(images[i])
-        cmap = "gray" if shown.ndim == 2 else None
-        axes[i, 0].imshow(shown, cmap=cmap)
-        axes[i, 0].set_title(f"label {labels[i]} / pred {predictions[i]}", fontsize=7)
+        axes[i, 0].imshow(shown, cmap="gray" if shown.ndim == 2 else None)
+        title = f"pred: {name_of(predictions[i])}"
+        axes[i, 0].set_title(title if labels is None else f"label: {name_of(labels[i])}\n{title}", fontsize=6)
         for j, (name, k) in enumerate(columns, start=1):
-            axes[i, j].imshow(shown, cmap=cmap)
-            axes[i, j].imshow(_upsample(masks[name][i, ..., k], shown.shape[:2]), cmap="jet", alpha=0.5)
+            _overlay(axes[i, j], shown, masks[name][i, ..., k])
             if i == 0:
                 axes[i, j].set_title(f"{name} head {k}", fontsize=7)
     for ax in axes.ravel():
         ax.axis("off")
     return save(fig, path, dpi=100)
+
+
+def plot_confusion_matrix(confusion: np.ndarray, names: Sequence[str], path: str) -> str:
+    """The confusion matrix normalised per true class (row), viridis on [0, 1]; class names on
+    the axes up to 40 classes (beyond that the indices every few classes)."""
+    confusion = np.asarray(confusion, np.float64)
+    rows = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    n = len(names)
+    side = min(4 + 0.22 * n, 16)
+    fig, ax = subplots(figsize=(side + 1, side))
+    image = ax.imshow(rows, cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ticks = np.arange(n) if n <= 40 else np.arange(0, n, max(1, n // 20))
+    labels = [names[t] for t in ticks] if n <= 40 else [str(t) for t in ticks]
+    ax.set_xticks(ticks, labels, rotation=90, fontsize=7 if n <= 40 else 6)
+    ax.set_yticks(ticks, labels, fontsize=7 if n <= 40 else 6)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return save(fig, path, dpi=110)
 
 
 def plot_accuracy_vs_distractors(curves: Mapping[str, Mapping[int, float]], path: str,

@@ -21,7 +21,7 @@ update equals the unaccumulated one up to float rounding.
 """
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -138,14 +138,22 @@ def check_grad_accum(config: ml_collections.ConfigDict, num_devices: int) -> int
     return k
 
 
-def make_train_step(config: ml_collections.ConfigDict, model: Any, mesh: jax.sharding.Mesh,
-                    steps_per_epoch: int):
-    """`train_step` compiled for the mesh (batch sharded, state replicated, state donated)."""
+def configured_train_step(config: ml_collections.ConfigDict, model: Any, mesh: jax.sharding.Mesh,
+                          steps_per_epoch: int) -> Callable[[TrainState, Mapping[str, jax.Array]],
+                                                            tuple[TrainState, Metrics]]:
+    """`train_step` with the config's model, regulariser weight, schedule and accumulation bound
+    (not compiled: `make_train_step` and `train_on_device` compile it in their programs)."""
     grad_accum_steps = check_grad_accum(config, mesh.devices.size)
-    step = functools.partial(
+    return functools.partial(
         train_step, model=model, regularizer_weight=factory.regularizer_weight(config.attention),
         schedule=learning_rate_schedule(config, steps_per_epoch), grad_accum_steps=grad_accum_steps,
         micro_batch_sharding=NamedSharding(mesh, PartitionSpec(None, parallel.DATA_AXIS)))
+
+
+def make_train_step(config: ml_collections.ConfigDict, model: Any, mesh: jax.sharding.Mesh,
+                    steps_per_epoch: int):
+    """`train_step` compiled for the mesh (batch sharded, state replicated, state donated)."""
     replicated = parallel.replicated(mesh)
-    return jax.jit(step, in_shardings=(replicated, parallel.batch_sharding(mesh)),
+    return jax.jit(configured_train_step(config, model, mesh, steps_per_epoch),
+                   in_shardings=(replicated, parallel.batch_sharding(mesh)),
                    out_shardings=(replicated, replicated), donate_argnums=0)

@@ -17,62 +17,18 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 from absl import logging
 from clu import periodic_actions
 from tqdm import tqdm
 
-from wrna_jax import checkpoint, distributed, evaluate, logs, parallel, plots, validation, workdir
+from wrna_jax import (checkpoint, distributed, evaluate, logs, metrics, metrics_file, parallel, plots, validation,
+                      workdir)
 from wrna_jax.data.input import create_input
-from wrna_jax.errors import ConfigError, TrainingDivergedError
+from wrna_jax.errors import ConfigError
 from wrna_jax.models import create_model
 from wrna_jax.state import create_train_state
 from wrna_jax.steps import check_grad_accum, make_train_step
 from wrna_jax.weights import pretrained
-
-
-def _kept(ckpts: checkpoint.Checkpoints) -> str:
-    step = ckpts.latest_step()
-    return (f"the last good checkpoint, step {step}, is kept in {ckpts.directory}" if step
-            else "no checkpoint had been saved yet")
-
-
-def _check_finite(fetched: list[dict[str, Any]], ckpts: checkpoint.Checkpoints) -> None:
-    """Raises on the first step with a non-finite loss, gradient or BatchNorm statistic among
-    fetched step metrics (train_step leaves the state of such a step unchanged and reports it)."""
-    bad = [int(m["nonfinite"]) for m in fetched if int(m["nonfinite"]) >= 0]
-    if bad:
-        ckpts.wait()
-        raise TrainingDivergedError(
-            f"The loss, the gradients or the BatchNorm statistics became NaN or infinite at step "
-            f"{bad[0] + 1}; training stopped without saving that state, and {_kept(ckpts)}. Lower "
-            "optimizer.learning_rate or check the input data.")
-
-
-def _summarise(pending: list[dict[str, jax.Array]], ckpts: checkpoint.Checkpoints) -> dict[str, float]:
-    """Means of the step metrics since the last log; raises on the first non-finite step."""
-    fetched = jax.device_get(pending)
-    _check_finite(fetched, ckpts)
-    keys = ("loss", "nll", "regularizer", "accuracy")
-    summary = {f"train_{k}": float(np.mean([m[k] for m in fetched])) for k in keys}
-    summary["learning_rate"] = float(fetched[-1]["learning_rate"])
-    return summary
-
-
-def _resume_point(ckpts: checkpoint.Checkpoints, config: ml_collections.ConfigDict) -> int:
-    """The step training will resume from (0: afresh), after checking that the newest intact
-    checkpoint holds this model and this run's data order and schedule."""
-    while ckpts.all_steps():
-        step = ckpts.all_steps()[-1]
-        try:
-            saved = ckpts.saved_config(step)
-        except checkpoint.DamagedCheckpointError:
-            continue  # set aside; the next newest is checked
-        checkpoint.check_same_model(saved, config, step, ckpts.directory)
-        checkpoint.check_same_run(saved, config, step, ckpts.directory)
-        return step
-    ckpts.check_not_all_damaged()
-    return 0
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> dict[str, Any]:
@@ -100,7 +56,7 @@ def _train(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mes
            local_batch: int) -> dict[str, Any]:
     ckpts = checkpoint.Checkpoints(workdir_path, keep=config.checkpoint_keep)
     try:
-        resume = _resume_point(ckpts, config)
+        resume = checkpoint.resume_point(ckpts, config)
         with distributed.process_0_first("preparing the dataset"):
             data = create_input(config.dataset)
         num_train = data.num_examples(data.split("train_split"))
@@ -139,7 +95,7 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
                            process_count=jax.process_count()),
         parallel.batch_sharding(mesh))
     p_train_step = make_train_step(config, model, mesh, steps_per_epoch)
-    p_eval_step = evaluate.make_eval_step(model, mesh)
+    p_eval_step = metrics.make_eval_step(model, mesh)
     eval_split = data.split("eval_split")
     writer = logs.metric_writer(workdir_path)
     report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
@@ -155,19 +111,19 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
     preemption = distributed.Preemption(ckpts.manager)
     try:
         for step in range(start + 1, total_steps + 1):
-            state, metrics = p_train_step(state, next(batches))
-            pending.append(metrics)
+            state, step_metrics = p_train_step(state, next(batches))
+            pending.append(step_metrics)
             progress.update()
             report(step)
             if step % config.log_every_steps == 0 or step == total_steps:
-                summary = _summarise(pending, ckpts)
+                summary = metrics.summarise_steps(pending, ckpts)
                 pending = []
                 writer.write_scalars(step, summary)
                 progress.set_postfix(loss=f"{summary['train_loss']:.3f}", acc=f"{summary['train_accuracy']:.3f}")
             if step % eval_every == 0 or step == total_steps:
-                _check_finite(jax.device_get(pending), ckpts)  # a non-finite loss stops before the save
+                metrics.check_finite(jax.device_get(pending), ckpts)  # a non-finite loss stops before the save
                 val_metrics = evaluate.run_evaluation(
-                    p_eval_step, evaluate.variables_of(state),
+                    p_eval_step, metrics.variables_of(state),
                     evaluate.build_eval_batches(data, eval_split, config, mesh, ten_crop=False),
                     model.hypothesis_names, model.num_classes)
                 writer.write_scalars(step, {"val_accuracy": val_metrics["accuracy"], "val_loss": val_metrics["loss"]})
@@ -180,7 +136,7 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
                     break
             if preemption.reached(step) and step < total_steps:
                 if pending:
-                    writer.write_scalars(step, _summarise(pending, ckpts))
+                    writer.write_scalars(step, metrics.summarise_steps(pending, ckpts))
                     pending = []
                 if step % eval_every:
                     ckpts.save(step, state, config)
@@ -194,6 +150,10 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
         writer.flush()
         writer.close()
     metrics_path = os.path.join(workdir_path, logs.METRICS_FILE)
+    chosen = {}
     if jax.process_index() == 0 and os.path.exists(metrics_path):
         plots.plot_training_curves(metrics_path, os.path.join(workdir_path, "training_curves.png"))
-    return {"step": int(jax.device_get(state.step)), "interrupted_by": preemption.signal, **val_metrics}
+        chosen = metrics_file.selection(metrics_path) or {}
+        if chosen:
+            progress.write(metrics_file.describe_selection(chosen, eval_split))
+    return {"step": int(jax.device_get(state.step)), "interrupted_by": preemption.signal, **val_metrics, **chosen}

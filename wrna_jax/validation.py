@@ -96,7 +96,13 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dataset.images.ten_crop": (switch, "True or False"),
     "dataset.images.crop_to_bbox": (switch, "True or False"),
     "dataset.images.antialias": (switch, "True or False"),
+    "dataset.images.decoded_cache": (switch, "True or False"),
+    "dataset.validation.protocol": (lambda p: p in ("holdout", "authors"),
+                                    "'holdout' (a validation split held out of train) or 'authors' (select on test)"),
+    "dataset.validation.fraction": (lambda f: _number(f) and 0 < f < 1, "a fraction of each class in (0, 1)"),
+    "dataset.validation.seed": (count, "a whole number >= 0"),
     "evals.attention_masks.examples": (count, "a whole number >= 0"),
+    "evals.per_class.most_confused": (count, "a whole number >= 0"),
     "evals.distractor_sweep.distractors": (all_of(count), "a tuple of whole numbers >= 0"),
 }
 

@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import time
 from typing import Any
 
@@ -72,14 +73,34 @@ def ablation_stage(best_depth: int, best_width: int) -> list[Variant]:
             attention(best_depth, reg_width, "ablation", regularizer=False)]
 
 
+def variant_named(name: str) -> Variant:
+    """The variant a name of this plan stands for: 'baseline', 'stn' or
+    ad<D>_aw<W>[_sigmoid][_nogates][_noreg] (the stage is 'comparison')."""
+    if name in ("baseline", "stn"):
+        return dataclasses.replace(BASELINE if name == "baseline" else STN, stage="comparison")
+    match = re.fullmatch(r"ad([1-9][0-9]*)_aw([1-9][0-9]*)((?:_sigmoid)?)((?:_nogates)?)((?:_noreg)?)", name)
+    if not match:
+        raise ValueError(f"model {name!r}: use 'baseline', 'stn' or ad<D>_aw<W> with optional _sigmoid, "
+                         "_nogates, _noreg (in that order), e.g. ad4_aw2 or ad3_aw1_nogates.")
+    changes = {key: value for key, value, tag in (("mask_fn", "sigmoid", match[3]), ("gates", False, match[4]),
+                                                   ("regularizer", False, match[5])) if tag}
+    return attention(int(match[1]), int(match[2]), "comparison", **changes)
+
+
 def make_config(variant: Variant, seed: int, args: argparse.Namespace) -> Any:
-    """configs/cluttered_mnist.py with the study's budget and the variant's model."""
+    """configs/cluttered_mnist.py (`:paper_data` with `args.paper_data`) with the study's budget
+    and the variant's model; split sizes left None by `args` keep the config's."""
     from configs import cluttered_mnist
 
-    config = cluttered_mnist.get_config(None if variant.depth else "baseline")
+    options = [] if variant.depth else ["baseline"]
+    if getattr(args, "paper_data", False):
+        options.append("paper_data")
+    config = cluttered_mnist.get_config(",".join(options) or None)
     config.dataset.data_dir = os.path.abspath(os.path.join(args.workdir, "data"))
-    config.dataset.cluttered_mnist.update(num_train=args.num_train, num_validation=args.num_validation,
-                                          num_test=args.num_test)
+    sizes = {"num_train": args.num_train, "num_validation": args.num_validation, "num_test": args.num_test}
+    config.dataset.cluttered_mnist.update({k: v for k, v in sizes.items() if v is not None})
+    if getattr(args, "mnist_dir", None):
+        config.dataset.cluttered_mnist.mnist_dir = os.path.abspath(args.mnist_dir)
     config.evals.distractor_sweep.distractors = SWEEP
     config.num_epochs = args.epochs
     config.schedule.boundaries_epochs = (0.75 * args.epochs,)
@@ -106,10 +127,14 @@ def load_run(workdir: str, variant: Variant, seed: int) -> dict[str, Any] | None
     directory = run_dir(workdir, variant, seed)
     summary = os.path.join(directory, SUMMARY_FILE)
     results = os.path.join(directory, "eval_best", "eval_results.json")
-    if not (os.path.exists(summary) and os.path.exists(results)):
+    if not os.path.exists(summary):
         return None
     with open(summary) as f:
         record = json.load(f)
+    if record.get("test_accuracy", 0) is None:  # diverged before its first checkpoint
+        return record
+    if not os.path.exists(results):
+        return None
     with open(results) as f:
         evaluated = json.load(f)
     record["test_accuracy"] = evaluated["accuracy"]
@@ -134,18 +159,89 @@ def train_run(variant: Variant, seed: int, args: argparse.Namespace) -> dict[str
         status = f"diverged: {err}"
         print(f"  {variant.name} seed {seed} diverged: {err}", flush=True)
     train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    evaluate_checkpoint(config, directory, "best", "test")
+    return _summarise_run(directory, variant, seed, status, train_seconds, time.perf_counter() - start, args)
+
+
+def _diverged_before_a_checkpoint(directory: str, variant: Variant, seed: int, status: str,
+                                  train_seconds: float) -> dict[str, Any]:
+    """The record of a run that diverged before its first validation: no accuracy to report
+    (the table counts it as diverged and averages the others)."""
+    record = {"name": variant.name, "seed": seed, "status": status, "val_accuracy": None, "test_accuracy": None,
+              "steps": 0, "train_seconds": train_seconds, "eval_seconds": 0.0}
+    with open(os.path.join(directory, SUMMARY_FILE), "w") as f:
+        json.dump(record, f, indent=2)
+    return record
+
+
+def _summarise_run(directory: str, variant: Variant, seed: int, status: str, train_seconds: float,
+                   eval_seconds: float, args: argparse.Namespace) -> dict[str, Any]:
+    """Writes the run's summary (best validation accuracy from metrics.jsonl) and returns its record."""
     with open(os.path.join(directory, "metrics.jsonl")) as f:
         metrics = [json.loads(line) for line in f if line.strip()]
     val = [m["val_accuracy"] for m in metrics if "val_accuracy" in m]
     if not val:
         raise RuntimeError(f"{directory}: training left no validation result ({status}).")
-    start = time.perf_counter()
-    evaluate_checkpoint(config, directory, "best", "test")
     summary = {"name": variant.name, "seed": seed, "status": status, "val_accuracy": max(val),
-               "steps": metrics[-1]["step"], "train_seconds": train_seconds,
-               "eval_seconds": time.perf_counter() - start}
+               "last_val_accuracy": val[-1], "steps": metrics[-1]["step"], "train_seconds": train_seconds,
+               "eval_seconds": eval_seconds}
     with open(os.path.join(directory, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
     return load_run(args.workdir, variant, seed)
 
+class DeviceRunner:
+    """`train_run` on device-resident canvases (`wrna_jax/train_on_device.py`: no TensorFlow):
+    the canvases of every split and of the test sets for each D of the sweep are generated with
+    numpy once per process and shared by all runs; eval_best/eval_results.json has the fields
+    `eval.py` writes for the study (test accuracy at the config's D, the sweep, gates)."""
 
+    def __init__(self) -> None:
+        self._data: dict[str, Any] = {}
+        self._key: str | None = None
+
+    def data(self, config: Any) -> dict[str, Any]:
+        from wrna_jax import parallel
+        from wrna_jax import train_on_device as device
+
+        key = json.dumps(config.dataset.to_dict(), sort_keys=True, default=str)
+        if key != self._key:
+            mesh = parallel.create_mesh(config.num_devices)
+            start = time.perf_counter()
+            self._data = device.cluttered_mnist_splits(config.dataset, mesh)
+            for d in SWEEP:
+                same = d == config.dataset.cluttered_mnist.num_distractors
+                self._data[f"test_d{d}"] = self._data["test"] if same else device.cluttered_mnist_splits(
+                    config.dataset, mesh, ("test",), num_distractors=d)["test"]
+            self._key = key
+            sizes = ", ".join(f"{name} {split.num_examples:,}" for name, split in self._data.items())
+            print(f"  generated the canvases ({sizes}) in {time.perf_counter() - start:.0f} s", flush=True)
+        return self._data
+
+    def __call__(self, variant: Variant, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+        from wrna_jax import checkpoint
+        from wrna_jax import train_on_device as device
+
+        directory = run_dir(args.workdir, variant, seed)
+        config = make_config(variant, seed, args)
+        data = self.data(config)
+        start = time.perf_counter()
+        status = "ok"
+        try:
+            device.train_on_device(config, directory, data["train"], data["validation"])
+        except FloatingPointError as err:  # a diverged run is a result, not a crash of the study
+            status = f"diverged: {err}"
+            print(f"  {variant.name} seed {seed} diverged: {err}", flush=True)
+        train_seconds = time.perf_counter() - start
+        if status != "ok" and not checkpoint.has_checkpoints(directory):
+            return _diverged_before_a_checkpoint(directory, variant, seed, status, train_seconds)
+        start = time.perf_counter()
+        evaluated = device.evaluate_checkpoint_on_device(
+            config, directory, {f"d{d}": data[f"test_d{d}"] for d in SWEEP}, "best")
+        own = evaluated[f"d{config.dataset.cluttered_mnist.num_distractors}"]
+        results = {"checkpoint_step": evaluated["checkpoint_step"], "split": "test", **own,
+                   "accuracy_vs_distractors": {str(d): evaluated[f"d{d}"]["accuracy"] for d in SWEEP}}
+        os.makedirs(os.path.join(directory, "eval_best"), exist_ok=True)
+        with open(os.path.join(directory, "eval_best", "eval_results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        return _summarise_run(directory, variant, seed, status, train_seconds, time.perf_counter() - start, args)

@@ -23,12 +23,13 @@ def aggregate(variants: Sequence[Variant], records: Mapping[str, Sequence[Mappin
     """Per variant: mean and sd over seeds of validation, test and per-D accuracies (fractions)."""
     rows = []
     for variant in variants:
-        runs = records.get(variant.name, [])
+        every = records.get(variant.name, [])
+        runs = [r for r in every if r.get("test_accuracy") is not None]  # some diverged before a checkpoint
         if not runs:
             continue
         row: dict[str, Any] = {**dataclasses.asdict(variant), "label": variant.label,
                                "seeds": sorted(r["seed"] for r in runs),
-                               "diverged": sum(r.get("status", "ok") != "ok" for r in runs)}
+                               "diverged": sum(r.get("status", "ok") != "ok" for r in every)}
         for key in ("val_accuracy", "test_accuracy"):
             row[key], row[key.replace("accuracy", "sd")] = mean_sd([r[key] for r in runs])
         row["accuracy_vs_distractors"] = {}
@@ -109,3 +110,15 @@ def write_results(rows: Sequence[Mapping[str, Any]], out: str, best_depth: int |
     return paths
 
 
+def write_comparison(rows: Sequence[Mapping[str, Any]], out: str, meta: Mapping[str, Any]) -> dict[str, str]:
+    """`--models` runs: the table (markdown, JSON) and accuracy against D of every model."""
+    os.makedirs(out, exist_ok=True)
+    paths = {"table_md": os.path.join(out, "comparison_results.md"),
+             "table_json": os.path.join(out, "comparison_results.json")}
+    with open(paths["table_md"], "w") as f:
+        f.write(markdown_table(rows))
+    with open(paths["table_json"], "w") as f:
+        json.dump({"meta": dict(meta), "rows": list(rows)}, f, indent=2)
+    paths["distractors"] = figures.plot_distractors(rows, [row["name"] for row in rows],
+                                                    os.path.join(out, "comparison_vs_distractors.png"))
+    return paths

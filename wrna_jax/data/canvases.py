@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -285,6 +285,19 @@ def source_splits(source: str, seed: int, data_dir: str | None = None, mnist_dir
                 "validation": (digits[validation_idx], labels[validation_idx]),
                 "test": mnist["test"]}
     raise ValueError(f"source={source!r}: must be one of {SOURCES}.")
+
+
+def spec_of(dataset: Mapping[str, Any], **overrides: Any) -> CanvasSpec:
+    """The canvases `config.dataset.cluttered_mnist` describes (with `overrides`); for the
+    'mnist_files' source, checks first that the four files are there."""
+    fields = {**dict(dataset["cluttered_mnist"]), **overrides}
+    mnist_dir = fields.pop("mnist_dir")
+    spec = CanvasSpec(**fields)
+    if spec.source == "mnist_files":
+        from wrna_jax.data import mnist_files
+
+        mnist_files.check_present(mnist_dir)
+    return spec
 
 
 def generate_split(spec: CanvasSpec, split: str,

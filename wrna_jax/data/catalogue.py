@@ -12,7 +12,11 @@ for spec in (
     # Fine-grained: no official validation split; the released code evaluated on test.
     DatasetSpec("stanford_dogs", 120, "fine_grained", bbox_key="objects/bbox"),
     DatasetSpec("caltech_birds2011", 200, "fine_grained", bbox_key="bbox"),
-    DatasetSpec("cars196", 196, "fine_grained", bbox_key="bbox"),
+    DatasetSpec("cars196", 196, "fine_grained", bbox_key="bbox",
+                unavailable_hint="TFDS's Stanford Cars URLs answer 404 (tensorflow/datasets#5053, #5656): "
+                                 "build it from the official devkit files instead with "
+                                 "--config=configs/cars.py:manual (README, 'Stanford Cars')."),
+    DatasetSpec("stanford_cars", 196, "fine_grained", bbox_key="bbox", module="wrna_jax.data.stanford_cars"),
     DatasetSpec("food101", 101, "fine_grained", eval_split="validation", test_split="validation"),
     DatasetSpec("uec_food100", 100, "fine_grained", tfds_name="uec_food100/fold{fold}",
                 module="wrna_jax.data.uec_food100"),

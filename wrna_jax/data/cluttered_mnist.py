@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from wrna_jax.data import canvases, mnist_files
+from wrna_jax.data import canvases
 from wrna_jax.data.tensorflow_cpu import tf  # noqa: F401  (TFDS below runs on the CPU)
 
 PREDEFINED_NUM_DISTRACTORS = (4, 8, 16, 32, 64)
@@ -122,22 +122,11 @@ class ClutteredMnist(tfds.core.GeneratorBasedBuilder):
                 index += 1
 
 
-def canvas_spec(dataset: Mapping[str, Any], **overrides: Any) -> canvases.CanvasSpec:
-    """The canvases `config.dataset.cluttered_mnist` describes (with `overrides`); for the
-    'mnist_files' source, checks first that the four files are there."""
-    fields = {**dict(dataset["cluttered_mnist"]), **overrides}
-    mnist_dir = fields.pop("mnist_dir")
-    spec = canvases.CanvasSpec(**fields)
-    if spec.source == "mnist_files":
-        mnist_files.check_present(mnist_dir)
-    return spec
-
-
 def prepare(dataset: Mapping[str, Any], **overrides: Any) -> tfds.core.DatasetBuilder:
     """The prepared builder of `config.dataset` (generated on first use), e.g. with another
     number of distractors (`num_distractors=32`) for evaluation."""
     builder = tfds.builder("cluttered_mnist", data_dir=dataset["data_dir"],
-                           config=make_config(canvas_spec(dataset, **overrides)),
+                           config=make_config(canvases.spec_of(dataset, **overrides)),
                            mnist_dir=dataset["cluttered_mnist"]["mnist_dir"])
     builder.download_and_prepare()
     return builder

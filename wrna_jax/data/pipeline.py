@@ -48,7 +48,8 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
                  train: bool, seed: int, preprocess_fn: PreprocessFn, process_index: int = 0,
                  process_count: int = 1, pad_last_batch: bool = False, cache: bool = True,
                  shuffle_buffer: int = 16_384, prefetch: int = tf.data.AUTOTUNE,
-                 start_step: int = 0, decoders: Any = None) -> tf.data.Dataset:
+                 start_step: int = 0, decoders: Any = None, keep: np.ndarray | None = None,
+                 cache_file: str | None = None) -> tf.data.Dataset:
     """Batches of this process's share of `split`; `batch_size` is per process.
 
     Training (`train=True`): an infinite stream; epoch `e` is this share shuffled with a seed
@@ -68,7 +69,14 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     builder's features are decoded; by default the `decoders` attribute of `preprocess_fn`
     when it has one (see `preprocessing.FineGrainedPreprocess`), else full decoding. Data are
     cached in memory after reading and before preprocessing when `cache`: with undecoded
-    images that caches the encoded bytes.
+    images that caches the encoded bytes; when `preprocess_fn` has a `before_cache` stage
+    (decoded images), it runs before the cache and `preprocess_fn` after it. `cache_file` puts
+    the cache in files with that prefix instead of memory (written in the first epoch, read
+    afterwards and by later runs).
+
+    `keep` (indices into `split`, e.g. a training split without its held-out validation
+    examples, `data/holdout.py`) reads only those examples: every process reads the split, keeps
+    them and takes every process_count-th of them.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be >= 1.")
@@ -78,8 +86,13 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         raise ValueError(f"start_step={start_step}: only training streams can be resumed.")
     if train and shuffle_buffer < 1:
         raise ValueError(f"shuffle_buffer={shuffle_buffer}: must be >= 1.")
-    subsplit = process_split(split, process_index, process_count)
-    num_examples = builder.info.splits[subsplit].num_examples
+    if keep is None:
+        subsplit = process_split(split, process_index, process_count)
+        num_examples = builder.info.splits[subsplit].num_examples
+        total = builder.info.splits[split].num_examples
+    else:
+        subsplit, total = split, len(keep)
+        num_examples = len(range(process_index, total, process_count))
 
     options = tf.data.Options()
     options.deterministic = True
@@ -88,8 +101,17 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         decoders = getattr(preprocess_fn, "decoders", None)
     ds = builder.as_dataset(split=subsplit, shuffle_files=False, read_config=read_config,
                             decoders=decoders)
+    if keep is not None:
+        kept = np.zeros(builder.info.splits[split].num_examples, bool)
+        kept[np.asarray(keep)] = True
+        kept = tf.constant(kept)
+        ds = (ds.enumerate().filter(lambda index, example: tf.gather(kept, index))
+              .map(lambda index, example: example).shard(process_count, process_index))
+    before_cache = getattr(preprocess_fn, "before_cache", None)
+    if before_cache is not None:
+        ds = ds.map(before_cache, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if cache:
-        ds = ds.cache()
+        ds = ds.cache(cache_file or "")
 
     if train:
         if num_examples == 0:
@@ -109,11 +131,19 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         ds = ds.map(lambda example: {**preprocess_fn(example), "mask": tf.constant(True)},
                     num_parallel_calls=tf.data.AUTOTUNE)
         if pad_last_batch:
-            total = builder.info.splits[split].num_examples
             padded = num_eval_batches(total, batch_size, process_count) * batch_size
             ds = ds.concatenate(_padding(ds.element_spec, padded - num_examples))
         ds = ds.batch(batch_size, drop_remainder=pad_last_batch)
     return ds.prefetch(prefetch).with_options(options)
+
+
+def read_labels(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
+    """The labels of `split` in file order (the order `create_split` reads), images not decoded."""
+    ds = builder.as_dataset(split=split, shuffle_files=False, batch_size=4096,
+                            decoders=tfds.decode.PartialDecoding({"label": True}),
+                            read_config=tfds.ReadConfig(try_autocache=False))
+    parts = [np.asarray(batch["label"]) for batch in tfds.as_numpy(ds)]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def as_numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:

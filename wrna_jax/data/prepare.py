@@ -19,6 +19,7 @@ from typing import Any
 import tensorflow_datasets as tfds
 from etils import epath
 
+from wrna_jax.data import holdout
 from wrna_jax.data.registry import dataset_spec
 from wrna_jax.data.tensorflow_cpu import tf  # noqa: F401  (TFDS below runs on the CPU)
 from wrna_jax.errors import ConfigError, MissingFileError
@@ -48,7 +49,12 @@ def get_builder(dataset: Mapping[str, Any], **overrides: Any) -> tfds.core.Datas
             raise ConfigError(f"{spec.name} is prepared by TFDS: it takes no overrides ({sorted(overrides)}).")
         if spec.module:
             importlib.import_module(spec.module)
-        builder = prepare_builder(spec.builder_name(dataset), dataset["data_dir"], dataset["manual_dir"])
+        try:
+            builder = prepare_builder(spec.builder_name(dataset), dataset["data_dir"], dataset["manual_dir"])
+        except DatasetUnavailableError as error:
+            if spec.unavailable_hint:
+                raise DatasetUnavailableError(f"{error}\n{spec.unavailable_hint}") from error
+            raise
     check_splits(dataset, builder)
     return builder
 
@@ -59,6 +65,11 @@ def check_splits(dataset: Mapping[str, Any], builder: tfds.core.DatasetBuilder) 
     spec = dataset_spec(dataset)
     for field in SPLIT_FIELDS:
         split = spec.split(dataset, field)
+        if split == holdout.HELD_OUT:
+            if holdout.protocol(dataset) != "holdout":
+                raise ConfigError(f"config.dataset.{field}={split!r} exists only with "
+                                  "config.dataset.validation.protocol='holdout'.")
+            continue
         try:
             builder.info.splits[split]
         except (KeyError, ValueError) as error:

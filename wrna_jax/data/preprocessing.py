@@ -28,6 +28,15 @@ Fine-grained family (`FineGrainedPreprocess`), the paper's recipe on [0, 255] RG
   top-left, top-right, bottom-left, bottom-right and centre crops, crop 5 + i is the
   left-right flip of crop i (torchvision's `TenCrop` has the same ten crops, but orders the
   flipped five by their position in the flipped image). Average the ten log-probabilities.
+* `decoded_cache` (config.dataset.images.decoded_cache): the deterministic part, decode,
+  region and resize of the shorter side to `resize_size`, rounded to uint8, runs before the
+  pipeline's cache (`before_cache`), so each epoch only takes the random `image_size` crop
+  (uniform offset, `tf.image.stateless_random_crop`) and flip, or the centre / ten crops, and
+  normalises. Resize-then-crop: the training crops are drawn in the resized grid (not fused
+  with decoding) and every pixel is rounded once to uint8 (at most 0.5/255 from the uncached
+  eval pixels), so a run with it is not the same run as one without it; with it, the cache
+  changes nothing (tests/test_fine_grained_data.py). The cache is held in memory
+  (`config.dataset.cache`) or in files under `config.dataset.cache_dir` (Food-101).
 * `bbox_key`: crop to the dataset's bounding box before anything else (the box is then the
   "image" that gets resized and cropped). TFDS boxes are normalised [ymin, xmin, ymax, xmax];
   several boxes (Stanford Dogs' `objects/bbox`) are merged into their union, so every
@@ -226,6 +235,7 @@ class FineGrainedPreprocess:
     antialias: bool = False
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    decoded_cache: bool = False
 
     def __post_init__(self) -> None:
         if not 0 < self.image_size <= self.resize_size:
@@ -240,6 +250,34 @@ class FineGrainedPreprocess:
         return tfds.decode.PartialDecoding(nested_features(keys),
                                            decoders={"image": tfds.decode.SkipDecoding()})
 
+    @property
+    def before_cache(self) -> Callable[[Example], Example] | None:
+        """With `decoded_cache`: the deterministic part, run before the pipeline's cache (the
+        image decoded, cut to its region and resized to `resize_size` on the shorter side, as
+        uint8), so each epoch only crops, flips and normalises; else None."""
+        return self.decode_and_resize if self.decoded_cache else None
+
+    def decode_and_resize(self, example: Mapping[str, tf.Tensor]) -> Example:
+        resized = resize_shorter_side(decode_window(example["image"], self.region_fn(example)),
+                                      self.resize_size, self.antialias)
+        return {"image": tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8), "label": example["label"]}
+
+    def _from_resized(self, example: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The crop(s) of a `decode_and_resize` image: random crop and flip (train), centre or
+        ten crops (eval)."""
+        image = example["image"]  # cropped and flipped as uint8, a quarter of the bytes to move
+        size = self.image_size
+        if self.train:
+            crop_seed, flip_seed = tf.unstack(_rng(example, 2))
+            image = tf.image.stateless_random_crop(image, [size, size, 3], crop_seed)
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+        elif self.ten_crop:
+            image = ten_crops(five_crops(image, size))
+        else:
+            offset = centre_offset(tf.shape(image)[:2], size)
+            image = crop(image, tf.concat([offset, [size, size]], 0))
+        return tf.cast(image, tf.float32)
+
     def region_fn(self, example: Mapping[str, tf.Tensor]) -> WindowFn:
         """The window of the image that stands for the whole image (its box, or all of it)."""
         if self.bbox_key is None:
@@ -248,9 +286,11 @@ class FineGrainedPreprocess:
         return lambda image_hw: bbox_window(image_hw, boxes)
 
     def __call__(self, example: Mapping[str, tf.Tensor]) -> Example:
-        region_fn = self.region_fn(example)
+        region_fn = self.region_fn(example) if not self.decoded_cache else None
         size = self.image_size
-        if self.train:
+        if self.decoded_cache:
+            image = self._from_resized(example)
+        elif self.train:
             crop_seed, flip_seed = tf.unstack(_rng(example, 2))
             window = decode_window(example["image"], lambda hw: random_crop_window(
                 region_fn(hw), size, self.resize_size, crop_seed))
@@ -343,7 +383,8 @@ def _fine_grained(spec: DatasetSpec, dataset: Mapping[str, Any], train: bool, te
     return FineGrainedPreprocess(
         train=train, image_size=images["image_size"], resize_size=images["resize_size"],
         bbox_key=spec.bbox_key if images["crop_to_bbox"] else None, ten_crop=bool(ten_crop) and not train,
-        antialias=images["antialias"], mean=spec.mean, std=spec.std)
+        antialias=images["antialias"], mean=spec.mean, std=spec.std,
+        decoded_cache=bool(images.get("decoded_cache", False)))
 
 
 register_preprocessing("fine_grained", Preprocessing(

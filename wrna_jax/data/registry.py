@@ -35,6 +35,7 @@ class DatasetSpec:
       TFDS catalogue).
     prepare: 'module:function' building the prepared builder from `config.dataset` itself, for
       datasets generated here rather than prepared by TFDS.
+    unavailable_hint: added to the message when the dataset cannot be prepared (another way to get it).
     """
 
     name: str
@@ -49,6 +50,7 @@ class DatasetSpec:
     std: tuple[float, ...] = IMAGENET_STD
     module: str | None = None
     prepare: str | None = None
+    unavailable_hint: str | None = None
 
     def builder_name(self, dataset: Mapping[str, Any]) -> str:
         """The TFDS builder name of `config.dataset`, e.g. 'uec_food100/fold2'."""

@@ -39,7 +39,7 @@ class ModelOutput:
     log_probs: (B, N) the combined prediction: gated (or mean) sum of log-probabilities.
     hypotheses: (B, H, N) logits of every hypothesis, backbone first (H = 1 + AD*AW for the
       'painless' module, 1 + AD for 'rectify'). Ten-crop evaluation
-      (`evaluate.multi_crop_output`) fills it with log-probabilities averaged over the crops
+      (`metrics.multi_crop_output`) fills it with log-probabilities averaged over the crops
       instead; argmax and log_softmax read both alike.
     gates: (B, 1 + AD*AW) gate weights (uniform without gates; [1] for a plain backbone).
     masks: attended layer name -> (B, H, W, AW) masks.

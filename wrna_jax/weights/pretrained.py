@@ -23,10 +23,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from wrna_jax import distributed
 from wrna_jax.errors import ConfigError, MissingDependencyError, MissingFileError, WorkdirError
 from wrna_jax.models import backbone_entry, create_backbone
 from wrna_jax.models.registry import PretrainedWeights
-from wrna_jax.weights import files, mapping
+from wrna_jax.weights import files, hub, mapping
 
 METADATA = "wrna_backbone.json"
 VARIABLES = "variables"
@@ -129,11 +130,21 @@ def _check_matches(description: Mapping[str, Any], config: ml_collections.Config
         raise ConfigError(f"config.init_from: {problem}: make them agree.")
 
 
+def local_path(init_from: str) -> str:
+    """`init_from` itself, or for a name (`weights/hub.py`) the converted directory in the
+    cache, downloaded and converted on first use (process 0 first)."""
+    if not hub.is_name(init_from):
+        return init_from
+    with distributed.process_0_first(f"downloading {init_from}"):
+        return hub.resolve(init_from)
+
+
 def check_init_from(config: ml_collections.ConfigDict) -> None:
-    """Fails fast (before data or compilation) when `config.init_from` cannot be used."""
-    path = config.init_from
-    if not path:
+    """Fails fast (before data or compilation) when `config.init_from` cannot be used; a named
+    one is downloaded and converted here, once."""
+    if not config.init_from:
         return
+    path = local_path(config.init_from)
     weights = hook(config.model.backbone)
     full = os.path.abspath(os.path.expanduser(path))
     if not os.path.exists(full):
@@ -153,7 +164,7 @@ def apply_init_from(state: Any, config: ml_collections.ConfigDict) -> Any:
     `config.init_from`, and the optimiser state re-initialised. A no-op without init_from."""
     if not config.init_from:
         return state
-    description, loaded = load_backbone(config.init_from, config.model.backbone)
+    description, loaded = load_backbone(local_path(config.init_from), config.model.backbone)
     _check_matches(description, config)
     classifier = create_backbone(config.model).classifier
     params = flax.traverse_util.flatten_dict(flax.core.unfreeze(state.params))
