@@ -175,3 +175,29 @@ def test_real_photos_train_evaluate_and_predict(tmp_path, capsys):
         assert message in capsys.readouterr().err
     saved = json.load(open(tmp_path / "run" / "predictions" / "predictions.json"))  # the default --output_dir
     assert saved["predictions"] == predicted and saved["model"].endswith("step 4")  # 2 epochs of 9 // 4 steps
+
+
+def test_predict_with_a_released_checkpoint_of_the_authors_code(tmp_path):
+    """--released: the model and its settings from an authors' state dict (their cluttered-MNIST
+    network here), predictions = that network applied to the images, counted here."""
+    from configs import cluttered_mnist
+    from test_weights import released_mnist_state_dict
+    from wrna_jax.data import canvases
+    from wrna_jax.predict import predict
+    from wrna_jax.weights import load_released, save_safetensors
+
+    path = str(tmp_path / "released.safetensors")
+    save_safetensors(released_mnist_state_dict(3, 2, np.random.default_rng(0)), path)
+    test = canvases.generate_split(canvases.CanvasSpec(num_train=1, num_validation=1, num_test=5), "test")
+    os.makedirs(tmp_path / "canvases")
+    for i, image in enumerate(test["image"]):
+        Image.fromarray(image[..., 0]).save(tmp_path / "canvases" / f"{i}.png")
+    config = cluttered_mnist.get_config()
+    predicted = predict(config, [str(tmp_path / "canvases")], str(tmp_path / "out"), released=path, top_k=3)
+    model, variables, _ = load_released(path)
+    log_probs = np.asarray(jax.jit(model.apply)(variables, test["image"] / np.float32(255)).log_probs)
+    assert [[t["class"] for t in p["top"]] for p in predicted] == np.argsort(-log_probs, axis=1)[:, :3].tolist()
+    np.testing.assert_allclose([p["top"][0]["probability"] for p in predicted], np.exp(log_probs.max(1)), rtol=1e-5)
+    assert all(p["top"][0]["name"] == str(p["top"][0]["class"]) for p in predicted)
+    assert json.load(open(tmp_path / "out" / "predictions.json"))["model"] == f"released checkpoint {path}"
+    read_png(predicted[0]["attention_png"])

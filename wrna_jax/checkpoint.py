@@ -366,3 +366,23 @@ def resume_point(ckpts: Checkpoints, config: ml_collections.ConfigDict) -> int:
         return step
     ckpts.check_not_all_damaged()
     return 0
+
+
+def save_evaluated(ckpts: Checkpoints, step: int, state: Any, config: ml_collections.ConfigDict,
+                   accuracy: float, eval_every: int) -> str | None:
+    """Saves an evaluated step with its validation accuracy; returns the early-stop message when
+    `config.early_stop_patience` evaluations have passed without improvement, else None."""
+    ckpts.save(step, state, config, {METRIC: accuracy})
+    best = ckpts.best_step()
+    if config.early_stop_patience and best is not None and (step - best) // eval_every >= config.early_stop_patience:
+        return f"Early stop at step {step}: no improvement since step {best}."
+    return None
+
+
+def save_interrupted(ckpts: Checkpoints, step: int, state: Any, config: ml_collections.ConfigDict,
+                     eval_every: int, signal: str | None) -> str:
+    """Saves the step a signal stopped at (unless an evaluation just saved it); returns the message."""
+    if step % eval_every:
+        ckpts.save(step, state, config)
+    return (f"Interrupted ({signal}) at step {step}: checkpoint saved in {ckpts.directory}; run the same "
+            "command again to resume.")

@@ -40,11 +40,12 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 
 def _overlay(ax: Any, shown: np.ndarray, mask: np.ndarray) -> None:
-    """The image with the mask over it: jet colours whose opacity grows with the mask (scaled to
-    [0, 1] per image), so the image stays visible where the module does not attend."""
+    """The image with the mask over it: plasma colours (bright yellow at the peak, visible on dark
+    canvases and on photos) whose opacity grows with the mask (scaled to [0, 1] per image), so
+    the image stays visible where the module does not attend."""
     ax.imshow(shown, cmap="gray" if shown.ndim == 2 else None)
     up = _upsample(mask, shown.shape[:2])
-    colours = plt.get_cmap("jet")(up)
+    colours = plt.get_cmap("plasma")(up)
     colours[..., 3] = 0.7 * up
     ax.imshow(colours)
 

@@ -128,20 +128,15 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
                     model.hypothesis_names, model.num_classes)
                 writer.write_scalars(step, {"val_accuracy": val_metrics["accuracy"], "val_loss": val_metrics["loss"]})
                 progress.write(f"step {step}: validation accuracy {val_metrics['accuracy']:.4f}")
-                ckpts.save(step, state, config, {checkpoint.METRIC: val_metrics["accuracy"]})
-                best = ckpts.best_step()
-                if (config.early_stop_patience and best is not None
-                        and (step - best) // eval_every >= config.early_stop_patience):
-                    progress.write(f"Early stop at step {step}: no improvement since step {best}.")
+                stop = checkpoint.save_evaluated(ckpts, step, state, config, val_metrics["accuracy"], eval_every)
+                if stop:
+                    progress.write(stop)
                     break
             if preemption.reached(step) and step < total_steps:
                 if pending:
                     writer.write_scalars(step, metrics.summarise_steps(pending, ckpts))
                     pending = []
-                if step % eval_every:
-                    ckpts.save(step, state, config)
-                progress.write(f"Interrupted ({preemption.signal}) at step {step}: checkpoint saved in "
-                               f"{ckpts.directory}; run the same command again to resume.")
+                progress.write(checkpoint.save_interrupted(ckpts, step, state, config, eval_every, preemption.signal))
                 break
     finally:
         preemption.close()

@@ -80,18 +80,23 @@ def best(rows: Sequence[Mapping[str, Any]], names: Sequence[str]) -> Mapping[str
     return max(candidates, key=lambda row: row["val_accuracy"])
 
 
+def _write_tables(rows: Sequence[Mapping[str, Any]], out: str, stem: str, header: Mapping[str, Any]) -> dict[str, str]:
+    """<out>/<stem>.md (the markdown table) and <stem>.json (`header` and the rows)."""
+    os.makedirs(out, exist_ok=True)
+    paths = {"table_md": os.path.join(out, f"{stem}.md"), "table_json": os.path.join(out, f"{stem}.json")}
+    with open(paths["table_md"], "w") as f:
+        f.write(markdown_table(rows))
+    with open(paths["table_json"], "w") as f:
+        json.dump({**header, "rows": list(rows)}, f, indent=2)
+    return paths
+
+
 def write_results(rows: Sequence[Mapping[str, Any]], out: str, best_depth: int | None,
                   best_width: int | None, ablation_names: Sequence[str], meta: Mapping[str, Any]
                   ) -> dict[str, str]:
     """The table (markdown, JSON) and the four figures in `out`; returns the written paths."""
-    os.makedirs(out, exist_ok=True)
-    paths = {"table_md": os.path.join(out, "ablation_results.md"),
-             "table_json": os.path.join(out, "ablation_results.json")}
-    with open(paths["table_md"], "w") as f:
-        f.write(markdown_table(rows))
-    with open(paths["table_json"], "w") as f:
-        json.dump({"meta": dict(meta), "best_depth": best_depth, "best_width": best_width,
-                   "rows": list(rows)}, f, indent=2)
+    paths = _write_tables(rows, out, "ablation_results", {"meta": dict(meta), "best_depth": best_depth,
+                                                           "best_width": best_width})
     paths["depth"] = figures.plot_depth(rows, os.path.join(out, "accuracy_vs_depth.png"))
     if best_depth is not None:
         paths["width"] = figures.plot_width(rows, best_depth, os.path.join(out, "accuracy_vs_width.png"))
@@ -112,13 +117,7 @@ def write_results(rows: Sequence[Mapping[str, Any]], out: str, best_depth: int |
 
 def write_comparison(rows: Sequence[Mapping[str, Any]], out: str, meta: Mapping[str, Any]) -> dict[str, str]:
     """`--models` runs: the table (markdown, JSON) and accuracy against D of every model."""
-    os.makedirs(out, exist_ok=True)
-    paths = {"table_md": os.path.join(out, "comparison_results.md"),
-             "table_json": os.path.join(out, "comparison_results.json")}
-    with open(paths["table_md"], "w") as f:
-        f.write(markdown_table(rows))
-    with open(paths["table_json"], "w") as f:
-        json.dump({"meta": dict(meta), "rows": list(rows)}, f, indent=2)
+    paths = _write_tables(rows, out, "comparison_results", {"meta": dict(meta)})
     paths["distractors"] = figures.plot_distractors(rows, [row["name"] for row in rows],
                                                     os.path.join(out, "comparison_vs_distractors.png"))
     return paths

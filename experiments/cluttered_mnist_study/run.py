@@ -1,6 +1,14 @@
-"""The paper's cluttered-MNIST study (section 4.1, Figure 4b-e) in miniature, on a CPU budget.
+"""The paper's cluttered-MNIST study (section 4.1, Figure 4b-e), in miniature on a CPU budget or
+at the paper's data scale.
 
     nice -n 10 python -m experiments.cluttered_mnist_study --workdir=runs/ablation --docs_dir=docs/ablation
+    python -m experiments.cluttered_mnist_study --paper_data --mnist_dir=DIR --models=baseline,ad4_aw2,stn \
+        --epochs=2 --workdir=runs/paper_cmnist
+
+`--paper_data`: the authors' protocol on the full MNIST (configs/cluttered_mnist.py:paper_data).
+`--input=device` (default): canvases generated with numpy and kept on the device, trained by
+wrna_jax/train_on_device.py (no TensorFlow needed); `--input=tfds`: train.py's pipeline.
+`--models`: only these models (table names), seed by seed, instead of the staged plan below.
 
 Every model gets the same data, schedule and number of steps, and `--seeds` seeds:
 
