@@ -1,8 +1,9 @@
 """Real photos end to end: a Stanford Cars devkit folder made of the JPEG photos that matplotlib
 and scikit-learn ship, prepared by the manual builder, trained a few steps with the fine-grained
 recipe on a tiny backbone and a held-out validation split, evaluated (per-class CSV and
-confusion matrix against the predictions; ten crops inside the boxes against the model applied
-here) and predicted (predict.py: top-5 with names, gates, overlay PNGs, JSON)."""
+confusion matrix against the predictions) and predicted (predict.py: top-5 with names, gates,
+overlay PNGs, JSON). Ten-crop evaluation against every crop through the model:
+tests/test_train.py."""
 
 import csv
 import json
@@ -16,13 +17,11 @@ import sklearn
 from PIL import Image
 from scipy import io
 
-from conftest import read_png, restore
-from wrna_jax import cli, parallel
+from conftest import read_png
+from wrna_jax import cli
 from wrna_jax.data import stanford_cars
 from wrna_jax.data.input import create_input
 from wrna_jax.errors import MissingFileError
-from wrna_jax.evaluate import build_eval_batches, evaluate_checkpoint
-from wrna_jax.models import create_model
 
 PHOTOS = [os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "sample_data", "grace_hopper.jpg"),
           os.path.join(os.path.dirname(sklearn.__file__), "datasets", "images", "china.jpg"),
@@ -150,26 +149,10 @@ def test_real_photos_train_evaluate_and_predict(tmp_path, capsys):
     assert [int(r["correct"]) for r in rows[:3]] == [int(counted[c, c]) for c in range(3)]
     read_png(out / "confusion_matrix.png")
     read_png(out / "attention_masks.png")
-    # Ten-crop evaluation inside the boxes: the same as every crop through the restored model here,
-    # log-probabilities averaged over the ten crops.
-    ten = config_for(tmp_path)
-    ten.dataset.images.update(ten_crop=True, crop_to_bbox=True)
-    evaluated = evaluate_checkpoint(ten, str(tmp_path / "run"), "latest", output_dir=str(tmp_path / "ten_crop"))
-    _, params, stats = restore(ten, str(tmp_path / "run"))
-    model = create_model(ten)
-    apply = jax.jit(lambda images: model.apply({"params": params, "batch_stats": stats}, images).log_probs)
-    correct = count = 0
-    for batch in build_eval_batches(create_input(ten.dataset), "test", ten, parallel.create_mesh(1)):
-        images, mask = np.asarray(batch["image"]), np.asarray(batch["mask"])
-        assert images.shape[1:] == (10, 32, 32, 3)
-        mean = np.mean([np.asarray(apply(images[:, c])) for c in range(10)], axis=0)
-        correct += int(np.sum((mean.argmax(-1) == np.asarray(batch["label"])) & mask))
-        count += int(mask.sum())
-    assert evaluated["num_examples"] == count == 6 and evaluated["accuracy"] == correct / count
     # User errors: one line, status 2, before the model is loaded.
     for extra, message in (([], "no images: name image files or folders"),
                            ([str(tmp_path / "nowhere.jpg")], "nowhere.jpg: no such image file or folder"),
-                           ([str(tmp_path / "run")], "no .jpg/.jpeg/.png/.bmp/.gif files in this folder")):
+                           ([str(tmp_path / "tfds")], "no .jpg/.jpeg/.png/.bmp/.gif files in this folder")):
         capsys.readouterr()
         assert cli.invoke(predict_script.main, ["predict.py", *flags, *extra], positional=True) == 2
         assert message in capsys.readouterr().err
