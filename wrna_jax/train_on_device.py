@@ -223,6 +223,18 @@ def _call_ends(start: int, total: int, per_call: int, eval_every: int) -> list[i
     return sorted(end for end in ends if end > start)
 
 
+def _log_steps(pending: list[dict[str, jax.Array]], ckpts: checkpoint.Checkpoints, log_path: str | None,
+               step: int) -> dict[str, float]:
+    """The means of the stacked step metrics of the calls since the last log (raising on a
+    non-finite step), appended to metrics.jsonl when `log_path`."""
+    fetched = jax.device_get(pending)
+    summary = metrics.summarise_steps(
+        [{k: v[i] for k, v in part.items()} for part in fetched for i in range(len(part["loss"]))], ckpts)
+    if log_path:
+        metrics_file.append(log_path, step, summary)
+    return summary
+
+
 def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh: jax.sharding.Mesh,
           train: DeviceSplit, validation_split: DeviceSplit, state: Any, ckpts: checkpoint.Checkpoints,
           start: int, steps_per_epoch: int, steps_per_call: int | None) -> dict[str, Any]:
@@ -257,12 +269,8 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
             previous, step = step, end
             evaluates = step % eval_every == 0 or step == total_steps
             if evaluates or step // config.log_every_steps > previous // config.log_every_steps:
-                fetched = jax.device_get(pending)
+                summary = _log_steps(pending, ckpts, log_path if writes else None, step)
                 pending = []
-                summary = metrics.summarise_steps(
-                    [{k: v[i] for k, v in part.items()} for part in fetched for i in range(len(part["loss"]))], ckpts)
-                if writes:
-                    metrics_file.append(log_path, step, summary)
                 progress.set_postfix(loss=f"{summary['train_loss']:.3f}", acc=f"{summary['train_accuracy']:.3f}")
             if evaluates:
                 val_metrics = evaluate(metrics.variables_of(state), validation_split)
@@ -275,8 +283,9 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
                     progress.write(stop)
                     break
             if preemption.reached(step) and step < total_steps:
-                if pending:
-                    metrics.check_finite(jax.device_get(pending), ckpts)
+                if pending:  # the partial window, as train.py logs it
+                    _log_steps(pending, ckpts, log_path if writes else None, step)
+                    pending = []
                 progress.write(checkpoint.save_interrupted(ckpts, step, state, config, eval_every, preemption.signal))
                 break
     finally:
