@@ -30,13 +30,13 @@ DATASETS = {
     "stanford_dogs": dict(head_lr=0.005, width=2, gate_fn="softmax", output="all", bn_group_size=32),
     "caltech_birds2011": dict(head_lr=0.1, width=2, gate_fn="sigmoid", output="50", bn_group_size=16),
     "cars196": dict(head_lr=0.2, width=4, gate_fn="softmax", output="all", bn_group_size=32),
-    "stanford_cars": dict(head_lr=0.2, width=4, gate_fn="softmax", output="all", bn_group_size=32),  # cars196's
     "uec_food100": dict(head_lr=0.2, width=2, gate_fn="softmax", output="all", bn_group_size=32, fold=0),
     "food101": dict(head_lr=0.1, width=2, gate_fn="softmax", output="all", bn_group_size=32,
                     cache=False),  # about 5 GB of JPEGs: read from disk each epoch
     "adience_age": dict(head_lr=0.1, width=2, gate_fn="softmax", output="all", bn_group_size=32, fold=0),
     "adience_gender": dict(head_lr=0.1, width=2, gate_fn="softmax", output="all", bn_group_size=32, fold=0),
 }
+DATASETS["stanford_cars"] = DATASETS["cars196"]  # the same dataset, built from the devkit files
 # torchvision's ImageNet WRN-50-2 (the paper used the original WRN-50-2).
 DEFAULT_INIT_FROM = "torchvision:wide_resnet50_2.IMAGENET1K_V1"
 
