@@ -22,6 +22,7 @@ def dataset(name: str, **sections: dict) -> ml_collections.ConfigDict:
         manual_dir=placeholder(str),   # hand-downloaded files (None: <data_dir>/downloads/manual)
         cache=True,                    # keep the training examples in memory after the first epoch
         cache_dir=placeholder(str),    # ... or in files under this directory (e.g. decoded Food-101)
+        prepared_dir=placeholder(str), # the device feed's arrays (None: <data_dir>/wrna_jax_arrays)
         shuffle_buffer=16_384,
     )
     return ml_collections.ConfigDict({**fields, **sections})
@@ -98,6 +99,11 @@ def get_config() -> ml_collections.ConfigDict:
         factor=0.1,
         warmup_epochs=0.0,
     ))
+
+    # Where batches come from (wrna_jax/feeds.py): 'host' (TFDS/tf.data on the CPUs), 'device'
+    # (splits held in accelerator memory, augmented there; no TensorFlow once prepared) or
+    # 'auto' (device when the data fit in memory_fraction of one device's memory, else host).
+    config.input = ml_collections.ConfigDict(dict(feed="auto", memory_fraction=0.5))
 
     config.batch_size = 128       # global batch, split over all devices of all processes
     # Micro-batches per step (1 = off): the batch is processed in grad_accum_steps slices and

@@ -37,6 +37,9 @@ DATASETS = {
     "adience_gender": dict(head_lr=0.1, width=2, gate_fn="softmax", output="all", bn_group_size=32, fold=0),
 }
 DATASETS["stanford_cars"] = DATASETS["cars196"]  # the same dataset, built from the devkit files
+# Generated with numpy, Stanford Dogs' shape and recipe (wrna_jax/data/synthetic.py); no weights to fine-tune.
+DATASETS["synthetic_dogs"] = dict(DATASETS["stanford_dogs"], init_from=None, synthetic=dict(
+    num_classes=120, num_train=12_000, num_test=8_580, seed=0))
 # torchvision's ImageNet WRN-50-2 (the paper used the original WRN-50-2).
 DEFAULT_INIT_FROM = "torchvision:wide_resnet50_2.IMAGENET1K_V1"
 
@@ -57,6 +60,7 @@ def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
     settings = dict(DATASETS[dataset])
     head_lr, width, gate_fn, output, bn_group_size = (settings.pop(key) for key in (
         "head_lr", "width", "gate_fn", "output", "bn_group_size"))
+    init_from = settings.pop("init_from", DEFAULT_INIT_FROM)
     options = [option for option in (arg or "").split(",") if option]
     recipes = [option for option in options if option != "authors_protocol"]
     recipe = recipes[0] if len(recipes) == 1 else "released" if not recipes else None
@@ -75,6 +79,7 @@ def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
         ten_crop=False,           # eval.py: average the log-probabilities of ten crops
         antialias=False,          # antialiased resizing (matches PIL, about 2x slower)
         decoded_cache=False,      # cache decoded 256-pixel uint8 images: epochs only crop, flip, normalise
+        max_aspect_ratio=1.5,     # device feed: longer side kept up to 1.5 x resize_size (wrna_jax/data/arrays.py)
     ))
     config.evals = ml_collections.ConfigDict(dict(attention_masks=dict(examples=8), per_class=dict(most_confused=10)))
     # bfloat16 compute, for GPUs (parameters, BatchNorm statistics and the loss stay float32);
@@ -85,7 +90,7 @@ def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
     config.eval_batch_size = 128
     config.log_every_steps = 20
     config.eval_every_epochs = 1
-    config.init_from = DEFAULT_INIT_FROM
+    config.init_from = init_from
     if recipe == "released":
         config.attention.update(preset="attend_rectify", depth=3, width=width, gate_fn=gate_fn, output=output)
         config.model.bn_group_size = bn_group_size

@@ -202,13 +202,11 @@ def read_png(path, size: tuple[int, int] | None = None):
 
 def tensorboard_entries(workdir: str, exclude: tuple[str, ...] = ()) -> list[tuple[int, str]]:
     """(step, tag) of every scalar in the TensorBoard event files of `workdir`, but `exclude`."""
-    from tensorflow.core.util import event_pb2
-
-    from wrna_jax.data.tensorflow_cpu import tf
+    from wrna_jax.logs import event_pb2, read_records
 
     entries = []
     for path in sorted(f for f in os.listdir(workdir) if f.startswith("events.out.tfevents")):
-        for record in tf.data.TFRecordDataset(os.path.join(workdir, path)).as_numpy_iterator():
+        for record in read_records(os.path.join(workdir, path)):
             event = event_pb2.Event.FromString(record)
             entries += [(event.step, value.tag) for value in event.summary.value if value.tag not in exclude]
     return entries

@@ -164,8 +164,9 @@ def test_compared_models_run_seed_by_seed_and_a_run_diverged_before_a_checkpoint
 
 
 def test_one_real_run_on_device_data(tmp_path):
-    args = argparse.Namespace(workdir=str(tmp_path), num_train=128, num_validation=40, num_test=30, epochs=1)
-    record = plan.DeviceRunner()(plan.BASELINE, 0, args)
+    args = argparse.Namespace(workdir=str(tmp_path), num_train=128, num_validation=40, num_test=30, epochs=1,
+                              input="device")
+    record = plan.train_run(plan.BASELINE, 0, args)
     assert record["status"] == "ok" and record["steps"] == 1
     directory = plan.run_dir(str(tmp_path), plan.BASELINE, 0)
     config = plan.make_config(plan.BASELINE, 0, args)

@@ -43,7 +43,7 @@ MODEL_SECTIONS = ("model", "attention")
 # run that changed them would silently continue as a different run.
 RUN_SETTINGS = ("dataset", "seed", "batch_size", "grad_accum_steps", "optimizer", "schedule")
 # Paths within those that change neither (where the data lives, whether it is cached).
-_RUN_SETTINGS_EXEMPT = ("dataset.data_dir", "dataset.manual_dir", "dataset.cache")
+_RUN_SETTINGS_EXEMPT = ("dataset.data_dir", "dataset.manual_dir", "dataset.cache", "dataset.prepared_dir")
 # The JSON file of each JSON item (orbax's JsonCheckpointHandler names it 'metadata' unless told).
 _JSON_FILES = {"config": "metadata", "metrics": "metrics"}
 # What reading a damaged checkpoint raises: TensorStore's read errors (plain Exception), orbax's
@@ -366,6 +366,12 @@ def resume_point(ckpts: Checkpoints, config: ml_collections.ConfigDict) -> int:
         return step
     ckpts.check_not_all_damaged()
     return 0
+
+
+def saved_feed(ckpts: Checkpoints, step: int) -> str:
+    """The feed ('host' or 'device') checkpoint `step`'s run was trained with; runs from before
+    the feeds were configurable read the host's pipeline."""
+    return (ckpts.saved_config(step).get("input") or {}).get("feed", "host")
 
 
 def save_evaluated(ckpts: Checkpoints, step: int, state: Any, config: ml_collections.ConfigDict,

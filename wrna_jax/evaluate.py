@@ -1,45 +1,21 @@
-"""Evaluation: whole splits (padded and masked, nothing dropped), per-hypothesis accuracy, mean
-gate weights, and `eval.py`'s `evaluate_checkpoint` (restore, run, report) with the evaluators
-the config asks for (`config.evals`, see `evaluators.py`)."""
+"""`eval.py`'s `evaluate_checkpoint`: restore a checkpoint, evaluate a split with the one
+evaluation loop (`metrics.run_evaluation`: whole splits, padded and masked, nothing dropped) over
+either feed, run the evaluators the config asks for (`config.evals`, see `evaluators.py`) and
+write the results; and `Restorer`, which reads a run's checkpoints without writing there."""
 
 import json
 import os
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 from absl import logging
 
-from wrna_jax import checkpoint, distributed, parallel, validation, workdir
-from wrna_jax.data.input import Input, create_input
+from wrna_jax import checkpoint, distributed, evaluators, feeds, parallel, validation, workdir
 from wrna_jax.errors import ConfigError, DamagedCheckpointError
-from wrna_jax.metrics import make_eval_step, metrics_from_sums
+from wrna_jax.metrics import make_eval_step, run_evaluation
 from wrna_jax.models import create_model
 from wrna_jax.state import abstract_variables
-
-
-def build_eval_batches(data: Input, split: str, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                       ten_crop: bool | None = None) -> Iterable[dict[str, jax.Array]]:
-    """The whole `split` of this process, padded to full global batches, on the mesh.
-
-    `ten_crop` overrides the dataset's setting (validation during training uses one crop)."""
-    local_batch = parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
-    batches = data.eval_batches(split, local_batch, ten_crop=ten_crop, process_index=jax.process_index(),
-                                process_count=jax.process_count())
-    return parallel.prefetch_to_mesh(batches, parallel.batch_sharding(mesh))
-
-
-def run_evaluation(step_fn: Any, variables: Any, batches: Iterable[Mapping[str, jax.Array]],
-                   hypothesis_names: tuple[str, ...], num_classes: int) -> dict[str, Any]:
-    """Runs `step_fn` over every batch and turns the sums into metrics."""
-    totals = None
-    for batch in batches:
-        sums, _ = step_fn(variables, batch)
-        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    if totals is None:
-        raise ValueError("The evaluation split yielded no batches.")
-    return metrics_from_sums(totals, hypothesis_names, num_classes)
 
 
 class Restorer:
@@ -112,20 +88,18 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir_path: str, wh
         if jax.process_index() == 0:
             workdir.check_writable(output_dir, "--output_dir")
         with distributed.process_0_first("preparing the dataset"):
-            data = create_input(config.dataset)
+            data = feeds.create_feed(config, mesh, (split or "test_split",), announce=logging.info)
         split = split or data.split("test_split")
         if not data.has_split(split):
-            raise ConfigError(f"--split={split!r}: the dataset has splits {sorted(data.builder.info.splits)}.")
+            raise ConfigError(f"--split={split!r}: the dataset has splits {data.split_names()}.")
         step, variables = restorer.variables(model, data.input_shape, mesh)
     finally:
         restorer.close()
     step_fn = make_eval_step(model, mesh)
     results: dict[str, Any] = {"checkpoint_step": step, "split": split, **run_evaluation(
-        step_fn, variables, build_eval_batches(data, split, config, mesh), model.hypothesis_names,
+        step_fn, variables, data.eval_batches(split, config, mesh), model.hypothesis_names,
         model.num_classes)}
     logging.info("Step %d, %s: accuracy %.4f", step, split, results["accuracy"])
-    from wrna_jax import evaluators  # they build on this module
-
     context = evaluators.Context(config=config, model=model, mesh=mesh, data=data, split=split,
                                  variables=variables, step_fn=step_fn, output_dir=output_dir,
                                  results=dict(results))

@@ -18,9 +18,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from wrna_jax import distributed, parallel, plots
-from wrna_jax.data.input import Input, create_input
-from wrna_jax.evaluate import build_eval_batches, run_evaluation
+from wrna_jax import distributed, feeds, parallel, plots
+from wrna_jax.metrics import run_evaluation
 from wrna_jax.registry import Registry
 
 
@@ -32,7 +31,7 @@ class Context:
     config: Any
     model: Any
     mesh: jax.sharding.Mesh
-    data: Input
+    data: feeds.Feed
     split: str
     variables: Any
     step_fn: Any
@@ -58,7 +57,7 @@ def attention_masks(context: Context, settings: Mapping[str, Any]) -> dict[str, 
     """The attention masks of every module and head over the first `examples` images of the
     split (the paper's Figure 3): attention_masks.png."""
     count = int(settings["examples"])
-    batch = next(iter(build_eval_batches(context.data, context.split, context.config, context.mesh)))
+    batch = next(iter(context.data.eval_batches(context.split, context.config, context.mesh)))
     _, out = context.step_fn(context.variables, batch)
     # The step is one global computation, so every process runs it; the first examples are
     # replicated (a small copy, readable on every process) and process 0 draws them.
@@ -86,9 +85,10 @@ def distractor_sweep(context: Context, settings: Mapping[str, Any]) -> dict[str,
     sweep = {}
     for d in settings["distractors"]:
         with distributed.process_0_first(f"preparing the D={d} test set"):
-            data = create_input(context.config.dataset, num_distractors=int(d), num_train=1, num_validation=1)
+            data = feeds.create_feed(context.config, context.mesh, ("test",), kind=context.data.kind,
+                                     announce=logging.info, num_distractors=int(d), num_train=1, num_validation=1)
         sweep[int(d)] = run_evaluation(context.step_fn, context.variables,
-                                       build_eval_batches(data, "test", context.config, context.mesh),
+                                       data.eval_batches("test", context.config, context.mesh),
                                        context.model.hypothesis_names, context.model.num_classes)["accuracy"]
         logging.info("D=%d: test accuracy %.4f", d, sweep[int(d)])
     results: dict[str, Any] = {"accuracy_vs_distractors": {str(d): acc for d, acc in sweep.items()}}

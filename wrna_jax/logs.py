@@ -1,5 +1,7 @@
 """The training logs in the workdir: `metrics.jsonl` (one JSON line per write) and TensorBoard
-events, both through clu's metric writers, and their repair on resume.
+events, and their repair on resume. Imports no TensorFlow: the events are written and read with
+the `tensorboard` package's own record writer and protocol buffers (clu's writers need
+TensorFlow, which the device feed does without).
 
 A run killed after its last checkpoint has logged steps that the resumed run logs again.
 `truncate_after(workdir, step)` drops everything logged after the step the run resumes from
@@ -10,67 +12,82 @@ from __future__ import annotations
 
 import glob
 import os
-from collections.abc import Mapping
+import struct
+import time
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import jax
 from absl import logging
-from clu import metric_writers
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 from wrna_jax import metrics_file
 
 METRICS_FILE = metrics_file.METRICS_FILE
 
 
-class JsonlWriter(metric_writers.MetricWriter):
-    """A clu metric writer appending every scalar write to `metrics.jsonl` as one JSON line
-    {"step": ..., name: value, ...}; everything but scalars is TensorBoard's alone."""
+class MetricWriter:
+    """Scalars to metrics.jsonl and TensorBoard events (process 0; other processes write nothing)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, workdir: str):
+        self.writes = jax.process_index() == 0
+        self.path = os.path.join(workdir, METRICS_FILE)
+        self.events = EventFileWriter(workdir) if self.writes else None
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
+        if not self.writes:
+            return
         metrics_file.append(self.path, step, scalars)
+        summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+                                             for name, value in scalars.items()])
+        self.events.add_event(event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
 
-    def write_summaries(self, step, values, metadata=None): pass  # noqa: E704
-    def write_images(self, step, images): pass  # noqa: E704
-    def write_videos(self, step, videos): pass  # noqa: E704
-    def write_audios(self, step, audios, *, sample_rate): pass  # noqa: E704
-    def write_texts(self, step, texts): pass  # noqa: E704
-    def write_histograms(self, step, arrays, num_buckets=None): pass  # noqa: E704
-    def write_hparams(self, hparams): pass  # noqa: E704
-    def flush(self): pass  # noqa: E704
-    def close(self): pass  # noqa: E704
+    def flush(self) -> None:
+        if self.events is not None:
+            self.events.flush()
+
+    def close(self) -> None:
+        if self.events is not None:
+            self.events.close()
 
 
-def metric_writer(workdir: str) -> metric_writers.MetricWriter:
-    """Process 0: TensorBoard events (clu's default writer) and metrics.jsonl; the other
-    processes log only."""
-    if jax.process_index() != 0:
-        return metric_writers.create_default_writer(workdir, just_logging=True)
-    return metric_writers.MultiWriter([metric_writers.create_default_writer(workdir),
-                                       JsonlWriter(os.path.join(workdir, METRICS_FILE))])
+def metric_writer(workdir: str) -> MetricWriter:
+    return MetricWriter(workdir)
+
+
+def read_records(path: str) -> Iterator[bytes]:
+    """The records of a TFRecord file (TensorBoard's event format); stops at a record cut short."""
+    with open(path, "rb") as f:
+        while True:
+            header = f.read(12)
+            if len(header) < 12:
+                return
+            (length,) = struct.unpack("<Q", header[:8])
+            data = f.read(length)
+            if len(data) < length or len(f.read(4)) < 4:
+                return
+            yield data
 
 
 def _truncate_events(path: str, step: int) -> int:
     """Rewrites a TensorBoard event file without the events after `step` (TensorBoard itself
-    would show both attempts' values for those steps)."""
-    from tensorflow.core.util import event_pb2
-
-    from wrna_jax.data.tensorflow_cpu import tf
-
-    records, dropped = [], 0
-    try:
-        for record in tf.data.TFRecordDataset(path).as_numpy_iterator():
-            event = event_pb2.Event.FromString(record)
-            if event.HasField("summary") and event.step > step:
-                dropped += 1
-            else:
-                records.append(record)
-    except tf.errors.DataLossError:
-        dropped += 1  # the last record, cut short by a kill
+    would show both attempts' values for those steps) and a record cut short by a kill."""
+    with open(path, "rb") as f:
+        size = len(f.read())
+    records, dropped, kept_bytes = [], 0, 0
+    for record in read_records(path):
+        kept_bytes += 16 + len(record)
+        event = event_pb2.Event.FromString(record)
+        if event.HasField("summary") and event.step > step:
+            dropped += 1
+        else:
+            records.append(record)
+    dropped += kept_bytes < size  # a record cut short
     if dropped:
-        with tf.io.TFRecordWriter(path + ".tmp") as writer:
+        with open(path + ".tmp", "wb") as f:
+            writer = RecordWriter(f)
             for record in records:
                 writer.write(record)
         os.replace(path + ".tmp", path)

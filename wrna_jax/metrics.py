@@ -1,14 +1,12 @@
 """The metrics of the steps: the evaluation step's masked sums over batches (padding counts
-nowhere) and the accuracy, loss, per-hypothesis accuracy and mean gate weights they give; the
-training steps' logged means and their check for a non-finite step.
-
-Imports only JAX and the models (no TensorFlow), so training on device-resident data
-(`train_on_device.py`) and accelerator machines without TensorFlow evaluate with the same code
-as `evaluate.py`.
+nowhere), the one evaluation loop over a split's batches (`run_evaluation`: validation during
+training, eval.py and its evaluators) and the accuracy, loss, per-hypothesis accuracy and mean
+gate weights it gives; the training steps' logged means and their check for a non-finite step.
+Imports only JAX and the models (no TensorFlow).
 """
 
 import functools
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -112,3 +110,15 @@ def summarise_steps(pending: list[dict[str, jax.Array]], ckpts: Any) -> dict[str
     summary = {f"train_{k}": float(np.mean([m[k] for m in fetched])) for k in keys}
     summary["learning_rate"] = float(fetched[-1]["learning_rate"])
     return summary
+
+
+def run_evaluation(step_fn: Any, variables: Any, batches: Iterable[Mapping[str, jax.Array]],
+                   hypothesis_names: tuple[str, ...], num_classes: int) -> dict[str, Any]:
+    """Runs `step_fn` over every batch and turns the sums into metrics."""
+    totals = None
+    for batch in batches:
+        sums, _ = step_fn(variables, batch)
+        totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    if totals is None:
+        raise ValueError("The evaluation split yielded no batches.")
+    return metrics_from_sums(totals, hypothesis_names, num_classes)

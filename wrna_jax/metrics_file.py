@@ -1,6 +1,6 @@
 """`metrics.jsonl`: one JSON line {"step": ..., name: value, ...} per write of scalars, for
-scripts and plots (`plots.plot_training_curves`), and its repair on resume. Plain Python, so
-training without TensorFlow (`train_on_device.py`) writes the same file as `logs.py`."""
+scripts and plots (`plots.plot_training_curves`), its repair on resume and the best/last
+selection. Plain Python."""
 
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ the authors' PyTorch code (`released`: the model settings are read from the file
 `weights/released.py`). Images are preprocessed as the config's evaluation preprocesses its
 split (fine-grained: shorter side to `resize_size`, centre crop; no bounding box), so a
 prediction is what `eval.py` computes for that image. Class names are the prepared TFDS
-dataset's when it is in `config.dataset.data_dir`, else the class indices.
+dataset's when it is in `config.dataset.data_dir`, else the class indices. Without TensorFlow,
+images are decoded with Pillow, resized with `jax.image.resize` (bilinear, half-pixel centres,
+as TensorFlow's) to uint8 and cropped by the device feed's evaluation preprocessing, which is
+what the device feed's evaluation computes.
 """
 
 from __future__ import annotations
@@ -19,14 +22,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
-from wrna_jax import parallel, plots, validation, workdir
-from wrna_jax.data import preprocessing
+from wrna_jax import feeds, parallel, plots, validation, workdir
+from wrna_jax.data import arrays, device_preprocessing
 from wrna_jax.data.registry import dataset_spec
-from wrna_jax.data.tensorflow_cpu import tf
 from wrna_jax.errors import ConfigError, MissingFileError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -56,8 +58,10 @@ def class_names(config: ml_collections.ConfigDict, num_classes: int) -> list[str
     (nothing is downloaded or generated), else '0', '1', ..."""
     spec = dataset_spec(config.dataset)
     names = None
-    if not spec.prepare:  # generated datasets (cluttered MNIST) have no names beyond the digits
+    if not spec.prepare and spec.host_feed and feeds.tensorflow_installed():  # TFDS knows the names
         try:
+            import tensorflow_datasets as tfds
+
             if spec.module:
                 importlib.import_module(spec.module)
             builder = tfds.builder(spec.builder_name(config.dataset), data_dir=config.dataset.data_dir)
@@ -69,11 +73,17 @@ def class_names(config: ml_collections.ConfigDict, num_classes: int) -> list[str
 
 
 def preprocess(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
-    """The image file as the config's evaluation preprocesses an image of its dataset."""
+    """The image file as the config's evaluation preprocesses an image of its dataset (the host
+    pipeline's where TensorFlow is installed, else the device feed's)."""
     spec = dataset_spec(config.dataset)
     dataset = config.dataset.copy_and_resolve_references()
     if "images" in dataset:
         dataset.images.update(crop_to_bbox=False, ten_crop=False)  # a photo has no box
+    if not feeds.tensorflow_installed():
+        return _preprocess_without_tensorflow(spec, dataset, path)
+    from wrna_jax.data import preprocessing
+    from wrna_jax.data.tensorflow_cpu import tf
+
     with open(path, "rb") as f:
         encoded = f.read()
     try:
@@ -86,6 +96,33 @@ def preprocess(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
         return fn({"image": image, "label": tf.constant(0, tf.int64)})["image"].numpy()
     except tf.errors.InvalidArgumentError as error:
         raise ConfigError(f"{path}: not an image that can be read ({error.message.splitlines()[0]}).") from None
+
+
+def _preprocess_without_tensorflow(spec: Any, dataset: ml_collections.ConfigDict, path: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            decoded = np.asarray(image.convert("L" if spec.family == "cluttered_mnist" else "RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ConfigError(f"{path}: not an image that can be read ({error}).") from None
+    if decoded.ndim == 2:
+        decoded = decoded[..., None]
+    fn = device_preprocessing.DEVICE_PREPROCESSING[spec.family]
+    if spec.family != "fine_grained":
+        one = jnp.asarray(decoded[None])
+        return np.asarray(fn(one, None, None, None, image_size=None, ten_crops=False, mean=spec.mean, std=spec.std)[0])
+    images = dataset.images
+    h, w = decoded.shape[:2]
+    short = images.resize_size
+    size = (short, short * w // h) if h <= w else (short * h // w, short)  # torchvision's Resize
+    resized = jax.image.resize(decoded.astype(np.float32), (*size, decoded.shape[2]), "bilinear",
+                               antialias=images.antialias)
+    resized = np.asarray(jnp.clip(jnp.round(resized), 0, 255)).astype(np.uint8)
+    long = arrays.long_side(short, images.max_aspect_ratio)
+    one = arrays.stack([(resized, 0)], (short, long, decoded.shape[2]), 1, long=long, image_size=images.image_size)
+    return np.asarray(fn(jnp.asarray(one.images), jnp.asarray(one.sizes), jnp.asarray(one.transposed), None,
+                         image_size=images.image_size, ten_crops=False, mean=spec.mean, std=spec.std)[0])
 
 
 def load_model(config: ml_collections.ConfigDict, input_shape: tuple[int, ...], *, workdir_path: str | None,

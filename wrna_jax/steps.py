@@ -142,7 +142,7 @@ def configured_train_step(config: ml_collections.ConfigDict, model: Any, mesh: j
                           steps_per_epoch: int) -> Callable[[TrainState, Mapping[str, jax.Array]],
                                                             tuple[TrainState, Metrics]]:
     """`train_step` with the config's model, regulariser weight, schedule and accumulation bound
-    (not compiled: `make_train_step` and `train_on_device` compile it in their programs)."""
+    (not compiled: `make_train_step` compiles it)."""
     grad_accum_steps = check_grad_accum(config, mesh.devices.size)
     return functools.partial(
         train_step, model=model, regularizer_weight=factory.regularizer_weight(config.attention),

@@ -1,5 +1,6 @@
-"""`train_and_evaluate(config, workdir)`: data-parallel training with evaluation, checkpoints
-and automatic resume from the workdir.
+"""`train_and_evaluate(config, workdir)`: the training loop. Data-parallel training with
+evaluation, checkpoints and automatic resume from the workdir, over either feed
+(`wrna_jax/feeds.py`: the host's tf.data pipeline or splits held in device memory).
 
 The step is a pure function `train_step(state, batch) -> (state, metrics)` (wrna_jax/steps.py)
 compiled once for a 1-D device mesh (batch sharded, state replicated, state buffers donated).
@@ -13,17 +14,16 @@ checkpoint) and its logs read as those of an uninterrupted run.
 
 import math
 import os
+import time
 from typing import Any
 
 import jax
 import ml_collections
 from absl import logging
-from clu import periodic_actions
 from tqdm import tqdm
 
-from wrna_jax import (checkpoint, distributed, evaluate, logs, metrics, metrics_file, parallel, plots, validation,
-                      workdir)
-from wrna_jax.data.input import create_input
+from wrna_jax import (checkpoint, distributed, feeds, logs, metrics, metrics_file, parallel, plots,
+                      validation, workdir)
 from wrna_jax.errors import ConfigError
 from wrna_jax.models import create_model
 from wrna_jax.state import create_train_state
@@ -37,7 +37,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
     validation.check_config(config)
     model = create_model(config)
     mesh = parallel.create_mesh(config.num_devices)
-    local_batch = parallel.check_batch_size(config.batch_size, mesh)
+    parallel.check_batch_size(config.batch_size, mesh)
     check_grad_accum(config, mesh.devices.size)
     parallel.check_batch_size(config.eval_batch_size, mesh, "eval_batch_size")
     if not checkpoint.has_checkpoints(workdir_path):  # A resumed run's backbone is in its checkpoint.
@@ -49,16 +49,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir_path: str) -> 
     if jax.process_index() == 0:
         workdir.check_writable(workdir_path, "--workdir")
     with workdir.TrainLock(workdir_path):
-        return _train(config, workdir_path, model, mesh, local_batch)
+        return _train(config, workdir_path, model, mesh)
 
 
-def _train(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh: jax.sharding.Mesh,
-           local_batch: int) -> dict[str, Any]:
+def _train(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh: jax.sharding.Mesh
+           ) -> dict[str, Any]:
     ckpts = checkpoint.Checkpoints(workdir_path, keep=config.checkpoint_keep)
     try:
         resume = checkpoint.resume_point(ckpts, config)
         with distributed.process_0_first("preparing the dataset"):
-            data = create_input(config.dataset)
+            data = feeds.create_feed(config, mesh, ("train_split", "eval_split"),
+                                     saved=checkpoint.saved_feed(ckpts, resume) if resume else None,
+                                     announce=_say)
+        config = _with_feed(config, data.kind)
         num_train = data.num_examples(data.split("train_split"))
         steps_per_epoch = num_train // config.batch_size
         if steps_per_epoch < 1:
@@ -81,25 +84,34 @@ def _train(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mes
             state = pretrained.apply_init_from(state, config)
         logs.truncate_after(workdir_path, start)
         checkpoint.save_config(workdir_path, config)
-        return _loop(config, workdir_path, model, mesh, local_batch, data, state, ckpts, start,
+        return _loop(config, workdir_path, model, mesh, data, state, ckpts, start,
                      total_steps, steps_per_epoch, eval_every)
     finally:
         ckpts.close()
 
 
+def _say(line: str) -> None:
+    """A line for the person running the job (process 0)."""
+    if jax.process_index() == 0:
+        print(line, flush=True)
+
+
+def _with_feed(config: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
+    """`config` with the feed 'auto' chose, as the run's checkpoints record it."""
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.input.feed = kind
+    return config
+
+
 def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh: jax.sharding.Mesh,
-          local_batch: int, data: Any, state: Any, ckpts: checkpoint.Checkpoints, start: int,
+          data: feeds.Feed, state: Any, ckpts: checkpoint.Checkpoints, start: int,
           total_steps: int, steps_per_epoch: int, eval_every: int) -> dict[str, Any]:
-    batches = parallel.prefetch_to_mesh(
-        data.train_batches(local_batch, seed=config.seed, start_step=start, process_index=jax.process_index(),
-                           process_count=jax.process_count()),
-        parallel.batch_sharding(mesh))
+    batches = data.train_batches(config, mesh, start)
     p_train_step = make_train_step(config, model, mesh, steps_per_epoch)
     p_eval_step = metrics.make_eval_step(model, mesh)
     eval_split = data.split("eval_split")
     writer = logs.metric_writer(workdir_path)
-    report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                             every_steps=config.log_every_steps)
     progress = tqdm(total=total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                     disable=jax.process_index() != 0, smoothing=0.1)
     logging.info("%d devices, global batch %d, %d steps/epoch, %d steps.", mesh.devices.size,
@@ -109,22 +121,24 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
     pending: list[dict[str, jax.Array]] = []
     # SIGTERM or Ctrl-C: save and stop at a step all processes agree on.
     preemption = distributed.Preemption(ckpts.manager)
+    window_start = time.perf_counter()
     try:
         for step in range(start + 1, total_steps + 1):
             state, step_metrics = p_train_step(state, next(batches))
             pending.append(step_metrics)
             progress.update()
-            report(step)
             if step % config.log_every_steps == 0 or step == total_steps:
                 summary = metrics.summarise_steps(pending, ckpts)
-                pending = []
+                now = time.perf_counter()
+                summary["steps_per_sec"] = len(pending) / (now - window_start)
+                pending, window_start = [], now
                 writer.write_scalars(step, summary)
                 progress.set_postfix(loss=f"{summary['train_loss']:.3f}", acc=f"{summary['train_accuracy']:.3f}")
             if step % eval_every == 0 or step == total_steps:
                 metrics.check_finite(jax.device_get(pending), ckpts)  # a non-finite loss stops before the save
-                val_metrics = evaluate.run_evaluation(
+                val_metrics = metrics.run_evaluation(
                     p_eval_step, metrics.variables_of(state),
-                    evaluate.build_eval_batches(data, eval_split, config, mesh, ten_crop=False),
+                    data.eval_batches(eval_split, config, mesh, ten_crop=False),
                     model.hypothesis_names, model.num_classes)
                 writer.write_scalars(step, {"val_accuracy": val_metrics["accuracy"], "val_loss": val_metrics["loss"]})
                 progress.write(f"step {step}: validation accuracy {val_metrics['accuracy']:.4f}")

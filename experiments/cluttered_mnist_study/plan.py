@@ -107,6 +107,7 @@ def make_config(variant: Variant, seed: int, args: argparse.Namespace) -> Any:
     config.log_every_steps = 25
     config.checkpoint_keep = 1
     config.seed = seed
+    config.input.feed = {"device": "device", "tfds": "host"}[getattr(args, "input", "device")]
     config.attention.depth = variant.depth
     config.attention.width = variant.width
     config.attention.gates = variant.gates
@@ -145,7 +146,9 @@ def load_run(workdir: str, variant: Variant, seed: int) -> dict[str, Any] | None
 
 
 def train_run(variant: Variant, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Trains and evaluates one model in its workdir; writes and returns its summary."""
+    """Trains (train.py's loop, on `args.input`'s feed) and evaluates (eval.py's, with the
+    distractor sweep) one model in its workdir; writes and returns its summary."""
+    from wrna_jax import checkpoint
     from wrna_jax.evaluate import evaluate_checkpoint
     from wrna_jax.train import train_and_evaluate
 
@@ -159,6 +162,8 @@ def train_run(variant: Variant, seed: int, args: argparse.Namespace) -> dict[str
         status = f"diverged: {err}"
         print(f"  {variant.name} seed {seed} diverged: {err}", flush=True)
     train_seconds = time.perf_counter() - start
+    if status != "ok" and not checkpoint.has_checkpoints(directory):
+        return _diverged_before_a_checkpoint(directory, variant, seed, status, train_seconds)
     start = time.perf_counter()
     evaluate_checkpoint(config, directory, "best", "test")
     return _summarise_run(directory, variant, seed, status, train_seconds, time.perf_counter() - start, args)
@@ -189,59 +194,3 @@ def _summarise_run(directory: str, variant: Variant, seed: int, status: str, tra
     with open(os.path.join(directory, SUMMARY_FILE), "w") as f:
         json.dump(summary, f, indent=2)
     return load_run(args.workdir, variant, seed)
-
-class DeviceRunner:
-    """`train_run` on device-resident canvases (`wrna_jax/train_on_device.py`: no TensorFlow):
-    the canvases of every split and of the test sets for each D of the sweep are generated with
-    numpy once per process and shared by all runs; eval_best/eval_results.json has the fields
-    `eval.py` writes for the study (test accuracy at the config's D, the sweep, gates)."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, Any] = {}
-        self._key: str | None = None
-
-    def data(self, config: Any) -> dict[str, Any]:
-        from wrna_jax import parallel
-        from wrna_jax import train_on_device as device
-
-        key = json.dumps(config.dataset.to_dict(), sort_keys=True, default=str)
-        if key != self._key:
-            mesh = parallel.create_mesh(config.num_devices)
-            start = time.perf_counter()
-            self._data = device.cluttered_mnist_splits(config.dataset, mesh)
-            for d in SWEEP:
-                same = d == config.dataset.cluttered_mnist.num_distractors
-                self._data[f"test_d{d}"] = self._data["test"] if same else device.cluttered_mnist_splits(
-                    config.dataset, mesh, ("test",), num_distractors=d)["test"]
-            self._key = key
-            sizes = ", ".join(f"{name} {split.num_examples:,}" for name, split in self._data.items())
-            print(f"  generated the canvases ({sizes}) in {time.perf_counter() - start:.0f} s", flush=True)
-        return self._data
-
-    def __call__(self, variant: Variant, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-        from wrna_jax import checkpoint
-        from wrna_jax import train_on_device as device
-
-        directory = run_dir(args.workdir, variant, seed)
-        config = make_config(variant, seed, args)
-        data = self.data(config)
-        start = time.perf_counter()
-        status = "ok"
-        try:
-            device.train_on_device(config, directory, data["train"], data["validation"])
-        except FloatingPointError as err:  # a diverged run is a result, not a crash of the study
-            status = f"diverged: {err}"
-            print(f"  {variant.name} seed {seed} diverged: {err}", flush=True)
-        train_seconds = time.perf_counter() - start
-        if status != "ok" and not checkpoint.has_checkpoints(directory):
-            return _diverged_before_a_checkpoint(directory, variant, seed, status, train_seconds)
-        start = time.perf_counter()
-        evaluated = device.evaluate_checkpoint_on_device(
-            config, directory, {f"d{d}": data[f"test_d{d}"] for d in SWEEP}, "best")
-        own = evaluated[f"d{config.dataset.cluttered_mnist.num_distractors}"]
-        results = {"checkpoint_step": evaluated["checkpoint_step"], "split": "test", **own,
-                   "accuracy_vs_distractors": {str(d): evaluated[f"d{d}"]["accuracy"] for d in SWEEP}}
-        os.makedirs(os.path.join(directory, "eval_best"), exist_ok=True)
-        with open(os.path.join(directory, "eval_best", "eval_results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        return _summarise_run(directory, variant, seed, status, train_seconds, time.perf_counter() - start, args)

@@ -6,8 +6,8 @@ at the paper's data scale.
         --epochs=2 --workdir=runs/paper_cmnist
 
 `--paper_data`: the authors' protocol on the full MNIST (configs/cluttered_mnist.py:paper_data).
-`--input=device` (default): canvases generated with numpy and kept on the device, trained by
-wrna_jax/train_on_device.py (no TensorFlow needed); `--input=tfds`: train.py's pipeline.
+`--input=device` (default): canvases generated with numpy and kept on the device (train.py's
+device feed, no TensorFlow needed); `--input=tfds`: train.py's host (tf.data) feed.
 `--models`: only these models (table names), seed by seed, instead of the staged plan below.
 
 Every model gets the same data, schedule and number of steps, and `--seeds` seeds:
@@ -35,7 +35,7 @@ import statistics
 import time
 from typing import Any, Callable, Sequence
 
-from experiments.cluttered_mnist_study.plan import (BASELINE, DEPTHS, NUM_RUN_CONFIGS, SWEEP, WIDTHS, DeviceRunner,
+from experiments.cluttered_mnist_study.plan import (BASELINE, DEPTHS, NUM_RUN_CONFIGS, SWEEP, WIDTHS,
                                                     Variant, ablation_stage, depth_stage, load_run, make_config,
                                                     train_run, variant_named, width_stage)
 from experiments.cluttered_mnist_study.report import aggregate, best, markdown_table, write_comparison, write_results
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None,
     parser.add_argument("--mnist_dir", default=None, help="with --paper_data: the directory of the four MNIST files")
     parser.add_argument("--input", choices=("device", "tfds"), default="device",
                         help="device: canvases generated with numpy and kept on the device "
-                             "(wrna_jax/train_on_device.py, no TensorFlow); tfds: train.py's TFDS pipeline")
+                             "(train.py's device feed, no TensorFlow); tfds: train.py's host (tf.data) feed")
     parser.add_argument("--models", default=None,
                         help="comma-separated models to compare instead of the staged plan, e.g. "
                              "baseline,ad4_aw2,stn (names as in the table: ad<D>_aw<W>[_sigmoid][_nogates][_noreg])")
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None,
 
         canvases.spec_of(make_config(BASELINE, 0, args).dataset)  # the MNIST files are there
     if train is None:
-        train = DeviceRunner() if args.input == "device" else train_run
+        train = train_run
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
 

@@ -356,3 +356,15 @@ def _check_geometry(canvas_size: int, digit_size: int, distractor_size: int,
         raise ConfigError(f"distractor_size={distractor_size}: must be in 1..{digit_size}.")
     if num_distractors < 0:
         raise ConfigError(f"num_distractors={num_distractors}: must be >= 0.")
+
+
+def split_arrays(dataset: Mapping[str, Any], split: str, **overrides: Any) -> "arrays.ImageArrays":
+    """Split `split` of `config.dataset` (with `overrides`, e.g. `num_distractors=32`) as the
+    device feed holds it."""
+    from wrna_jax.data import arrays
+
+    spec = spec_of(dataset, **overrides)
+    sources = source_splits(spec.source, spec.seed, data_dir=dataset["data_dir"],
+                            mnist_dir=dataset["cluttered_mnist"]["mnist_dir"])
+    generated = generate_split(spec, split, sources)
+    return arrays.ImageArrays.uniform(generated["image"], generated["label"])

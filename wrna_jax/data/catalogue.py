@@ -8,7 +8,9 @@ CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 
 for spec in (
     DatasetSpec("cluttered_mnist", 10, "cluttered_mnist", eval_split="validation",
-                prepare="wrna_jax.data.cluttered_mnist:prepare"),
+                prepare="wrna_jax.data.cluttered_mnist:prepare", arrays="wrna_jax.data.canvases:split_arrays"),
+    # Generated with numpy, shaped like Stanford Dogs (data/synthetic.py): device feed only.
+    DatasetSpec("synthetic_dogs", 120, "fine_grained", arrays="wrna_jax.data.synthetic:generate", host_feed=False),
     # Fine-grained: no official validation split; the released code evaluated on test.
     DatasetSpec("stanford_dogs", 120, "fine_grained", bbox_key="objects/bbox"),
     DatasetSpec("caltech_birds2011", 200, "fine_grained", bbox_key="bbox"),

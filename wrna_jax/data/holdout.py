@@ -23,6 +23,14 @@ HELD_OUT = "held_out"  # the split name of the held-out validation examples
 PROTOCOLS = ("holdout", "authors")
 
 
+def split_name(spec: Any, dataset: Mapping[str, Any], field: str) -> str:
+    """The split name of `config.dataset.<field>` ('train_split', 'eval_split', 'test_split') for
+    registry entry `spec`; the default eval_split is `HELD_OUT` under the 'holdout' protocol."""
+    if field == "eval_split" and not dataset.get("eval_split") and protocol(dataset) == "holdout":
+        return HELD_OUT
+    return spec.split(dataset, field)
+
+
 def protocol(dataset: Mapping[str, Any]) -> str | None:
     """'holdout', 'authors', or None for datasets without a `validation` section."""
     section = dataset.get("validation")

@@ -40,9 +40,7 @@ class Input:
     def split(self, field: str) -> str:
         """The split name of `config.dataset.<field>` ('train_split', 'eval_split', 'test_split');
         the default eval_split is `holdout.HELD_OUT` under the 'holdout' protocol."""
-        if field == "eval_split" and not self.dataset.get("eval_split") and holdout.protocol(self.dataset) == "holdout":
-            return holdout.HELD_OUT
-        return self.spec.split(self.dataset, field)
+        return holdout.split_name(self.spec, self.dataset, field)
 
     @functools.cached_property
     def held_out(self) -> np.ndarray | None:

@@ -36,6 +36,10 @@ class DatasetSpec:
     prepare: 'module:function' building the prepared builder from `config.dataset` itself, for
       datasets generated here rather than prepared by TFDS.
     unavailable_hint: added to the message when the dataset cannot be prepared (another way to get it).
+    arrays: 'module:function' generating a split as the device feed's arrays with numpy,
+      `(config.dataset, split, **overrides) -> data.arrays.ImageArrays`, for datasets that need
+      no TFDS preparation to be fed from the device (`data/array_sources.py`).
+    host_feed: whether a TFDS builder exists for the host feed (False: the device feed only).
     """
 
     name: str
@@ -51,6 +55,8 @@ class DatasetSpec:
     module: str | None = None
     prepare: str | None = None
     unavailable_hint: str | None = None
+    arrays: str | None = None
+    host_feed: bool = True
 
     def builder_name(self, dataset: Mapping[str, Any]) -> str:
         """The TFDS builder name of `config.dataset`, e.g. 'uec_food100/fold2'."""
