@@ -1,6 +1,8 @@
 """Training input-pipeline throughput on realistic JPEGs: tf.data (fused decode-and-crop,
 decode-then-crop, and the decoded cache: epochs that only crop, flip and normalise cached uint8
-images) with 1 and 2 threads, against a PIL baseline doing the same work.
+images) with 1 and 2 threads, against a PIL baseline doing the same work, and the device feed
+(the decoded images held as arrays, batches gathered, cropped, flipped and normalised by
+compiled code: `wrna_jax/feeds.py`) run here on the CPU, where it competes for the same cores.
 
     python benchmarks/input_pipeline.py [--images 512] [--timed 2048] [--size 500x375] [--repeats 3]
 
@@ -34,7 +36,10 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import cpu_description  # noqa: E402
-from wrna_jax.data import pipeline, preprocessing  # noqa: E402  (also hides GPUs from TF)
+from wrna_jax.data import arrays, device_preprocessing, pipeline, preprocessing  # noqa: E402  (hides GPUs from TF)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
@@ -156,6 +161,35 @@ def pil_rate(jpegs: list[bytes], num_images: int) -> tuple[float, float]:
     return num_images / wall, num_images / cpu
 
 
+def device_rate(builder: tfds.core.DatasetBuilder, decoded: preprocessing.FineGrainedPreprocess,
+                num_images: int) -> tuple[float, float]:
+    """(images per wall second, per CPU second) of the device feed's training batches on this
+    CPU: the decoded cache's images in the prepared layout, gathered and augmented by XLA."""
+    ds = builder.as_dataset(split="train", shuffle_files=False, decoders=decoded.decoders)
+    pairs = [(e["image"], int(e["label"])) for e in tfds.as_numpy(ds.map(decoded.decode_and_resize))]
+    held = arrays.stack(pairs, (256, arrays.long_side(256, 1.5), 3), len(pairs), long=384, image_size=224)
+    split = {name: jnp.asarray(getattr(held, name)) for name in arrays.FILES}
+
+    @jax.jit
+    def batch(split, indices, keys):
+        picked = {name: split[name][indices] for name in arrays.FILES}
+        return device_preprocessing.fine_grained(picked["images"], picked["sizes"], picked["transposed"], keys,
+                                                 image_size=224, ten_crops=False, mean=preprocessing.IMAGENET_MEAN,
+                                                 std=preprocessing.IMAGENET_STD)
+
+    rng = np.random.default_rng(0)
+    draw = lambda step: (rng.integers(0, len(pairs), BATCH).astype(np.int32),
+                         jax.random.split(jax.random.PRNGKey(step), BATCH))
+    batch(split, *draw(0)).block_until_ready()
+    num_batches = max(1, num_images // BATCH)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for step in range(num_batches):
+        out = batch(split, *draw(step))
+    out.block_until_ready()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return num_batches * BATCH / wall, num_batches * BATCH / cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=512, help="distinct JPEGs generated")
@@ -194,6 +228,7 @@ def main() -> None:
                                                                    args.timed),
             "tf.data decoded cache, 1 thread": lambda: tf_rate(builder, decoded, 1, args.timed),
             "tf.data decoded cache, 2 threads": lambda: tf_rate(builder, decoded, 2, args.timed),
+            "device feed, XLA on this CPU": lambda: device_rate(builder, decoded, args.timed),
         }
         results: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
         for _ in range(args.repeats):
@@ -209,7 +244,9 @@ def main() -> None:
     fused = per_core["tf.data fused, 1 thread"]
     print(f"per core, tf.data fused / PIL: {fused / per_core['PIL + numpy, 1 process']:.2f}x; "
           f"fused / decode-then-crop: {fused / per_core['tf.data decode-then-crop, 1 thread']:.2f}x; "
-          f"decoded cache / fused: {per_core['tf.data decoded cache, 1 thread'] / fused:.2f}x")
+          f"decoded cache / fused: {per_core['tf.data decoded cache, 1 thread'] / fused:.2f}x; "
+          f"device feed / decoded cache: "
+          f"{per_core['device feed, XLA on this CPU'] / per_core['tf.data decoded cache, 1 thread']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -171,7 +171,14 @@ class DeviceFeed:
         return self.host_arrays(split).num_examples
 
     def class_names(self) -> list[str]:
-        return [str(i) for i in range(self.num_classes)]
+        """The label names stored with prepared arrays, else '0', '1', ..."""
+        names = None
+        for field in ("train_split", "test_split") if self.spec.arrays is None else ():
+            directory = array_sources.prepared_dir(self.dataset, self.spec.split(self.dataset, field))
+            if arrays.exists(directory):
+                names = arrays.load(directory)[1].get("class_names")
+                break
+        return list(names) if names and len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
 
     def resident_bytes(self) -> int:
         """Bytes of the splits uploaded so far, on each device."""
@@ -266,7 +273,7 @@ def describe_bytes(count: int) -> str:
     return f"{count / 2**30:.2f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
-def choose(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, saved: str | None = None) -> str:
+def choose(config: ml_collections.ConfigDict, saved: str | None = None) -> str:
     """'host' or 'device' for `config.input.feed` (`saved`: the feed of the run being resumed);
     a one-line ConfigError when the asked-for feed cannot be used, before anything is loaded."""
     asked = config.input.feed
@@ -325,9 +332,14 @@ def create_feed(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, spli
     `kind` forces one ('host' / 'device'), else `choose`. With the device feed, the splits must
     fit (`check_fits`): 'device' refuses in one line naming the host feed, 'auto' falls back to
     it, saying so through `announce`."""
-    kind = kind or choose(config, mesh, saved)
+    kind = kind or choose(config, saved)
     if kind == "device":
         feed = DeviceFeed(config.dataset, mesh, **overrides)
+        for split in splits:
+            name = feed.split(split) if split.endswith("_split") else split
+            if not feed.has_split(name):
+                what = f"config.dataset.{split}" if split.endswith("_split") else "--split"
+                raise ConfigError(f"{what}={name!r}: the dataset has splits {feed.split_names()}.")
         names = tuple(dict.fromkeys(feed.split(s) if s.endswith("_split") else s for s in splits))
         fits, line = check_fits(feed, names, config, mesh)
         if fits:

@@ -5,12 +5,12 @@ masks of every module and head over it; all of it also as predictions.json.
 The model comes from a run's checkpoint (`--workdir`, `--checkpoint`) or from a checkpoint of
 the authors' PyTorch code (`released`: the model settings are read from the file,
 `weights/released.py`). Images are preprocessed as the config's evaluation preprocesses its
-split (fine-grained: shorter side to `resize_size`, centre crop; no bounding box), so a
-prediction is what `eval.py` computes for that image. Class names are the prepared TFDS
-dataset's when it is in `config.dataset.data_dir`, else the class indices. Without TensorFlow,
-images are decoded with Pillow, resized with `jax.image.resize` (bilinear, half-pixel centres,
-as TensorFlow's) to uint8 and cropped by the device feed's evaluation preprocessing, which is
-what the device feed's evaluation computes.
+split with the config's feed (fine-grained: shorter side to `resize_size`, centre crop; no
+bounding box), so a prediction is what `eval.py` computes for that image. Class names are the
+prepared TFDS dataset's when it is in `config.dataset.data_dir`, else the class indices. Without
+TensorFlow, images are decoded with Pillow and resized with `jax.image.resize` (bilinear,
+half-pixel centres, as TensorFlow's; it may round a pixel to the other uint8 level than
+TensorFlow does) before the device feed's centre crop.
 """
 
 from __future__ import annotations
@@ -80,13 +80,25 @@ def preprocess(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
     if "images" in dataset:
         dataset.images.update(crop_to_bbox=False, ten_crop=False)  # a photo has no box
     if not feeds.tensorflow_installed():
-        return _preprocess_without_tensorflow(spec, dataset, path)
+        return _on_device(spec, dataset, _decode_without_tensorflow(spec, dataset, path))
     from wrna_jax.data import preprocessing
     from wrna_jax.data.tensorflow_cpu import tf
 
     with open(path, "rb") as f:
         encoded = f.read()
+    device = feeds.choose(config) == "device"
     try:
+        if device and spec.family == "fine_grained":
+            images = dataset.images
+            decode = preprocessing.FineGrainedPreprocess(
+                train=False, image_size=images.image_size, resize_size=images.resize_size,
+                antialias=images.antialias, decoded_cache=True)
+            resized = decode.decode_and_resize({"image": tf.constant(encoded), "label": tf.constant(0)})
+            return _on_device(spec, dataset, resized["image"].numpy())
+        if device:
+            channels = 1 if spec.family == "cluttered_mnist" else 3
+            return _on_device(spec, dataset, tf.io.decode_image(encoded, channels=channels,
+                                                                 expand_animations=False).numpy())
         if spec.family == "fine_grained":
             image = tf.constant(encoded)
         else:
@@ -98,7 +110,9 @@ def preprocess(config: ml_collections.ConfigDict, path: str) -> np.ndarray:
         raise ConfigError(f"{path}: not an image that can be read ({error.message.splitlines()[0]}).") from None
 
 
-def _preprocess_without_tensorflow(spec: Any, dataset: ml_collections.ConfigDict, path: str) -> np.ndarray:
+def _decode_without_tensorflow(spec: Any, dataset: ml_collections.ConfigDict, path: str) -> np.ndarray:
+    """uint8 (H, W, C), decoded with Pillow; fine-grained images resized to shorter side
+    `resize_size` (torchvision's sizes, bilinear with half-pixel centres as TensorFlow's)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -108,21 +122,31 @@ def _preprocess_without_tensorflow(spec: Any, dataset: ml_collections.ConfigDict
         raise ConfigError(f"{path}: not an image that can be read ({error}).") from None
     if decoded.ndim == 2:
         decoded = decoded[..., None]
-    fn = device_preprocessing.DEVICE_PREPROCESSING[spec.family]
     if spec.family != "fine_grained":
-        one = jnp.asarray(decoded[None])
-        return np.asarray(fn(one, None, None, None, image_size=None, ten_crops=False, mean=spec.mean, std=spec.std)[0])
+        return decoded
     images = dataset.images
     h, w = decoded.shape[:2]
     short = images.resize_size
-    size = (short, short * w // h) if h <= w else (short * h // w, short)  # torchvision's Resize
+    size = (short, short * w // h) if h <= w else (short * h // w, short)
     resized = jax.image.resize(decoded.astype(np.float32), (*size, decoded.shape[2]), "bilinear",
                                antialias=images.antialias)
-    resized = np.asarray(jnp.clip(jnp.round(resized), 0, 255)).astype(np.uint8)
-    long = arrays.long_side(short, images.max_aspect_ratio)
-    one = arrays.stack([(resized, 0)], (short, long, decoded.shape[2]), 1, long=long, image_size=images.image_size)
+    return np.asarray(jnp.clip(jnp.round(resized), 0, 255)).astype(np.uint8)
+
+
+def _on_device(spec: Any, dataset: ml_collections.ConfigDict, decoded: np.ndarray) -> np.ndarray:
+    """The device feed's evaluation preprocessing of one decoded (and, fine-grained, resized) image."""
+    fn = device_preprocessing.DEVICE_PREPROCESSING[spec.family]
+    if spec.family != "fine_grained":
+        one = arrays.ImageArrays.uniform(decoded[None], np.zeros(1))
+        settings = dict(image_size=None, ten_crops=False)
+    else:
+        images = dataset.images
+        long = arrays.long_side(images.resize_size, images.max_aspect_ratio)
+        one = arrays.stack([(decoded, 0)], (images.resize_size, long, decoded.shape[2]), 1, long=long,
+                           image_size=images.image_size)
+        settings = dict(image_size=images.image_size, ten_crops=False)
     return np.asarray(fn(jnp.asarray(one.images), jnp.asarray(one.sizes), jnp.asarray(one.transposed), None,
-                         image_size=images.image_size, ten_crops=False, mean=spec.mean, std=spec.std)[0])
+                         mean=spec.mean, std=spec.std, **settings)[0])
 
 
 def load_model(config: ml_collections.ConfigDict, input_shape: tuple[int, ...], *, workdir_path: str | None,

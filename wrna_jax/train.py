@@ -78,10 +78,9 @@ def _train(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mes
             logging.warning(message)
             print(message, flush=True)
             return {"step": start, "interrupted_by": None, "nothing_to_do": True}
-        if start:
-            logging.info("Resumed from step %d in %s.", start, ckpts.directory)
-        else:
+        if not start:
             state = pretrained.apply_init_from(state, config)
+        _say(_header(config, workdir_path, model, mesh, data, state, start, total_steps, steps_per_epoch))
         logs.truncate_after(workdir_path, start)
         checkpoint.save_config(workdir_path, config)
         return _loop(config, workdir_path, model, mesh, data, state, ckpts, start,
@@ -94,6 +93,24 @@ def _say(line: str) -> None:
     """A line for the person running the job (process 0)."""
     if jax.process_index() == 0:
         print(line, flush=True)
+
+
+def _header(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh: jax.sharding.Mesh,
+            data: feeds.Feed, state: Any, start: int, total_steps: int, steps_per_epoch: int) -> str:
+    """What is trained on what, where: the lines printed before the first step."""
+    parameters = sum(x.size for x in jax.tree.leaves(state.params))
+    attention = config.attention
+    module = (f"{attention.preset} attention, AD={attention.depth} AW={attention.width}" if attention.depth
+              else "no attention")
+    train_split, eval_split = data.split("train_split"), data.split("eval_split")
+    devices = mesh.devices.flat[0]
+    return "\n".join([
+        f"model: {config.model.backbone} + {module}, {parameters / 1e6:.2f}M parameters, {config.model.dtype}",
+        f"data: {config.dataset.name}, {data.num_examples(train_split):,} training ({train_split}), "
+        f"{data.num_examples(eval_split):,} validation ({eval_split}); {data.kind} feed",
+        f"devices: {mesh.devices.size} x {devices.device_kind} ({devices.platform}); global batch "
+        f"{config.batch_size}, {steps_per_epoch:,} steps/epoch, {total_steps:,} steps ({config.num_epochs:g} epochs)",
+        f"workdir: {workdir_path}" + (f" (Resumed from step {start})" if start else " (new run)")])
 
 
 def _with_feed(config: ml_collections.ConfigDict, kind: str) -> ml_collections.ConfigDict:
@@ -114,8 +131,6 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
     writer = logs.metric_writer(workdir_path)
     progress = tqdm(total=total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True,
                     disable=jax.process_index() != 0, smoothing=0.1)
-    logging.info("%d devices, global batch %d, %d steps/epoch, %d steps.", mesh.devices.size,
-                 config.batch_size, steps_per_epoch, total_steps)
 
     val_metrics: dict[str, Any] = {}
     pending: list[dict[str, jax.Array]] = []
@@ -141,7 +156,8 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
                     data.eval_batches(eval_split, config, mesh, ten_crop=False),
                     model.hypothesis_names, model.num_classes)
                 writer.write_scalars(step, {"val_accuracy": val_metrics["accuracy"], "val_loss": val_metrics["loss"]})
-                progress.write(f"step {step}: validation accuracy {val_metrics['accuracy']:.4f}")
+                progress.write(f"step {step} (epoch {step / steps_per_epoch:.4g}): validation accuracy "
+                               f"{val_metrics['accuracy']:.4f}, loss {val_metrics['loss']:.4f}")
                 stop = checkpoint.save_evaluated(ckpts, step, state, config, val_metrics["accuracy"], eval_every)
                 if stop:
                     progress.write(stop)
@@ -165,4 +181,6 @@ def _loop(config: ml_collections.ConfigDict, workdir_path: str, model: Any, mesh
         chosen = metrics_file.selection(metrics_path) or {}
         if chosen:
             progress.write(metrics_file.describe_selection(chosen, eval_split))
+        progress.write(f"Checkpoints: {ckpts.directory}; curves: {os.path.join(workdir_path, 'training_curves.png')}; "
+                       f"logs: {metrics_path} and TensorBoard events in {workdir_path}.")
     return {"step": int(jax.device_get(state.step)), "interrupted_by": preemption.signal, **val_metrics, **chosen}

@@ -48,7 +48,8 @@ def prepare_split(dataset: Mapping[str, Any], split: str, directory: str) -> Non
     pairs = ((example["image"], int(example["label"])) for example in tfds.as_numpy(ds.prefetch(64)))
     stacked = arrays.stack(pairs, shape, count, out=out, **layout)
     images_info = {key: (dataset.get("images") or {}).get(key) for key in arrays.IMAGE_SETTINGS}
+    names = list(getattr(builder.info.features["label"], "names", None) or [])
     arrays.save(stacked, directory, {"dataset": spec.name, "builder": builder.name, "version": str(builder.version),
-                                     "split": split, "images": images_info})
+                                     "split": split, "images": images_info, "class_names": names})
     logging.info("Prepared %d examples of %s/%s in %s (%.1f GB) in %.0f s.", count, spec.name, split, directory,
                  stacked.nbytes / 1e9, time.perf_counter() - start)
