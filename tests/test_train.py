@@ -11,7 +11,7 @@ import pytest
 
 from conftest import restore, tiny_train_config
 from numerics import assert_close_to, gamma, probable_error
-from wrna_jax import checkpoint, evaluate, metrics
+from wrna_jax import checkpoint, evaluate, feeds, metrics
 from wrna_jax import train as train_module
 from wrna_jax.models import create_model
 from wrna_jax.optim import learning_rate_schedule, parameter_groups
@@ -29,7 +29,7 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
     # The resumed run's second batch is NaN (a resume with another learning rate would be refused
     # as another run). Its loss is finite on XLA:CPU, its gradients and BatchNorm statistics are
     # not: step 34 is the one reported, and nothing of it is kept.
-    real = train_module.create_input
+    real = feeds.create_feed
 
     def poisoned(*args, **kwargs):
         data = real(*args, **kwargs)
@@ -38,10 +38,10 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(t
         def train_batches(*args, **kwargs):
             for i, batch in enumerate(clean(*args, **kwargs)):
                 yield {**batch, "image": batch["image"] * np.float32("nan")} if i == 1 else batch
-        object.__setattr__(data, "train_batches", train_batches)  # Input is a frozen dataclass
+        data.train_batches = train_batches
         return data
 
-    monkeypatch.setattr(train_module, "create_input", poisoned)
+    monkeypatch.setattr(feeds, "create_feed", poisoned)
     with pytest.raises(FloatingPointError, match=rf"The loss, the gradients or the BatchNorm statistics became NaN or infinite at step 34; training stopped without saving "
                                                  rf"that state, and the last good checkpoint, step {steps[-1]}, is "
                                                  rf"kept in .*Lower optimizer.learning_rate or check the input data"):

@@ -155,20 +155,32 @@ class DeviceFeed:
             self._host[name] = array_sources.split_arrays(self.dataset, name, **self.overrides)
         return self._host[name]
 
-    def host_arrays(self, split: str) -> arrays.ImageArrays:
-        """`split` on the host: a TFDS split, or the held-out examples / the rest of train."""
+    def _selection(self, split: str) -> tuple[str, np.ndarray | None]:
+        """The source split that `split` reads and the examples of it it keeps (None: all): the
+        held-out examples, or the rest of train, under the 'holdout' protocol."""
         base = self.spec.split(self.dataset, "train_split")
         if split == holdout.HELD_OUT:
             if holdout.protocol(self.dataset) != "holdout":
                 raise ConfigError(f"split {split!r} exists only with config.dataset.validation.protocol='holdout'.")
-            return self._source(base).take(self._held_out_indices())
+            return base, self._held_out_indices()
         if split == base and holdout.protocol(self.dataset) == "holdout":
-            kept = np.setdiff1d(np.arange(self._source(base).num_examples), self._held_out_indices())
-            return self._source(base).take(kept)
-        return self._source(split)
+            return base, np.setdiff1d(np.arange(self._source(base).num_examples), self._held_out_indices())
+        return split, None
+
+    def host_arrays(self, split: str) -> arrays.ImageArrays:
+        """`split` on the host (a copy in memory when it is a selection of its source)."""
+        source, kept = self._selection(split)
+        return self._source(source) if kept is None else self._source(source).take(kept)
+
+    def split_bytes(self, split: str) -> int:
+        """Bytes `split` takes in device memory."""
+        source, kept = self._selection(split)
+        whole = self._source(source)
+        return whole.nbytes * (len(kept) if kept is not None else whole.num_examples) // max(whole.num_examples, 1)
 
     def num_examples(self, split: str) -> int:
-        return self.host_arrays(split).num_examples
+        source, kept = self._selection(split)
+        return self._source(source).num_examples if kept is None else len(kept)
 
     def class_names(self) -> list[str]:
         """The label names stored with prepared arrays, else '0', '1', ..."""
@@ -252,8 +264,8 @@ def _put(array: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
 def device_memory(mesh: jax.sharding.Mesh) -> int:
     """Bytes of memory of one device of the mesh; on the CPU, the host's memory shared by its
     local devices."""
-    device = mesh.devices.flat[0]
-    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    device = next(d for d in mesh.devices.flat if d.process_index == jax.process_index())
+    stats = device.memory_stats()
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // max(1, jax.local_device_count())
@@ -317,7 +329,7 @@ def check_fits(feed: DeviceFeed, splits: tuple[str, ...], config: ml_collections
                mesh: jax.sharding.Mesh) -> tuple[bool, str]:
     """Whether `splits` fit in the device feed's share of one device's memory, and the line that
     says how much they take."""
-    needed = sum(feed.host_arrays(split).nbytes for split in splits)
+    needed = sum(feed.split_bytes(split) for split in splits)
     memory = device_memory(mesh)
     line = (f"device feed: {describe_bytes(needed)} resident per device ({', '.join(splits)}), "
             f"{100 * needed / memory:.1f}% of its {describe_bytes(memory)} (at most "
