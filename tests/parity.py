@@ -228,7 +228,8 @@ def model_and_converter(setting: str) -> tuple[Any, Any, Callable[[Mapping[str, 
     from wrna_jax.models import create_model
     from wrna_jax.models.factory import attention_spec
     from wrna_jax.models.network import AttentionNetwork
-    from wrna_jax.weights import mapping, released
+    from wrna_jax.models import state_dicts as mapping
+    from wrna_jax.weights import released
 
     if setting in MNIST_SETTINGS:
         config = mnist_config(setting)

@@ -152,3 +152,35 @@ def test_train_resume_eval_and_predict_on_the_device_feed_without_tensorflow(tmp
     results = json.load(open(tmp_path / "halves" / "eval_latest" / "eval_results.json"))
     assert results["num_examples"] == 10 and results["split"] == "test"
     assert os.path.exists(tmp_path / "halves" / "predictions" / "predictions.json")
+
+
+def test_the_feed_is_chosen_by_memory_and_a_resumed_run_keeps_its_own(data_dir):
+    from conftest import tiny_train_config
+
+    from wrna_jax import feeds, parallel
+    from wrna_jax.errors import ConfigError
+
+    config = tiny_train_config(data_dir)
+    mesh = parallel.create_mesh(1)
+    said = []
+    feed = feeds.create_feed(config, mesh, ("train_split", "eval_split"), announce=said.append)
+    assert feed.kind == "device" and feed.num_examples("train") == 512 and feed.input_shape == (40, 40, 1)
+    assert said == [f"device feed: {feeds.describe_bytes(feed.split_bytes('train') + feed.split_bytes('validation'))} "
+                    f"resident per device (train, validation), "
+                    f"{100 * 608 * (40 * 40 + 13) / feeds.device_memory(mesh):.1f}% of its "
+                    f"{feeds.describe_bytes(feeds.device_memory(mesh))} (at most 50%: config.input.memory_fraction)"]
+    config.input.memory_fraction = 1e-9  # nothing fits
+    said.clear()
+    assert feeds.create_feed(config, mesh, ("train_split",), announce=said.append).kind == "host"
+    assert said[0].endswith("does not fit, using the host feed.")
+    config.input.feed = "device"
+    with pytest.raises(ConfigError, match=r"^device feed: .* it does not fit; use --config.input.feed=host, or "
+                                          r"raise config.input.memory_fraction\.$"):
+        feeds.create_feed(config, mesh, ("train_split",), announce=said.append)
+    with pytest.raises(ConfigError, match=r"config.input.feed='device', but the run in this workdir was fed by the "
+                                          r"'host' feed"):
+        feeds.choose(config, saved="host")
+    config.input.feed = "auto"
+    assert feeds.choose(config, saved="host") == "host"
+    with pytest.raises(ConfigError, match=r"--split='nonsense': the dataset has splits \['test', 'train', 'validation'\]"):
+        feeds.create_feed(config, mesh, ("nonsense",), kind="device")

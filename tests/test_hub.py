@@ -109,19 +109,19 @@ def test_a_corrupted_or_interrupted_download_is_refused_and_nothing_is_cached(se
     table = {"torchvision:tiny.TEST": hub.NamedWeights(server.url + name, depth=14)}
     expected = "is corrupted: its SHA-256" if mode == "corrupted" else "was interrupted"
     with pytest.raises(BadFileError, match=expected) as error:
-        hub.resolve("torchvision:tiny.TEST", table, str(tmp_path / "cache"))
+        pretrained.resolve_name("torchvision:tiny.TEST", table, str(tmp_path / "cache"))
     assert "nothing was cached" in str(error.value)
     assert cached_files(tmp_path / "cache") == []
     server.files[name] = (body, "ok")  # the next attempt, served properly, succeeds
-    assert os.path.isdir(hub.resolve("torchvision:tiny.TEST", table, str(tmp_path / "cache")))
+    assert os.path.isdir(pretrained.resolve_name("torchvision:tiny.TEST", table, str(tmp_path / "cache")))
 
 
 def test_offline_and_unknown_names_say_what_to_do(tmp_path, server):
     table = {"torchvision:tiny.TEST": hub.NamedWeights(server.url.rsplit(":", 1)[0] + ":9/tiny-00000000.pth")}
     with pytest.raises(MissingFileError, match=r"Could not download .*put it at .*downloads/tiny-00000000.pth"):
-        hub.resolve("torchvision:tiny.TEST", table, str(tmp_path / "cache"))
+        pretrained.resolve_name("torchvision:tiny.TEST", table, str(tmp_path / "cache"))
     with pytest.raises(MissingFileError, match="known: torchvision:resnet50.IMAGENET1K_V1"):
-        hub.resolve("torchvision:resnet18.IMAGENET1K_V1")
+        pretrained.resolve_name("torchvision:resnet18.IMAGENET1K_V1")
     assert {"torchvision:wide_resnet50_2.IMAGENET1K_V1", "torchvision:wide_resnet50_2.IMAGENET1K_V2",
             "torchvision:resnet50.IMAGENET1K_V1", "torchvision:resnet50.IMAGENET1K_V2"} <= set(hub.NAMED)
     assert all(hub.PREFIX_RE.search(w.filename) for w in hub.NAMED.values())

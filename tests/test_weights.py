@@ -28,7 +28,8 @@ from wrna_jax.models.resnet import ResNet
 from wrna_jax.weights import (WeightMismatchError, apply_init_from, check_init_from, convert_released,
                               convert_backbone, load_backbone, load_released, released_config,
                               save_safetensors)
-from wrna_jax.weights import files, mapping, pretrained
+from wrna_jax.models import state_dicts as mapping
+from wrna_jax.weights import files, pretrained
 
 EPS = 1e-5
 TINY_STAGES = (1, 1, 1, 1)   # a bottleneck "ResNet-14": every kind of layer, few of them

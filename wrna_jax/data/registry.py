@@ -84,5 +84,4 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
 
 def dataset_spec(dataset: Mapping[str, Any] | str) -> DatasetSpec:
     """The registry entry of `config.dataset` (or of a dataset name)."""
-    importlib.import_module("wrna_jax.data.catalogue")
     return DATASETS[dataset if isinstance(dataset, str) else dataset["name"]]

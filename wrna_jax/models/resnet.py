@@ -21,7 +21,7 @@ from wrna_jax.errors import BadFileError, ConfigError
 from wrna_jax.models.layers import batch_norm, conv, dense, kaiming_normal_fan_out, max_pool
 from wrna_jax.models.outputs import BackboneOutput
 from wrna_jax.models.registry import Backbone, PretrainedWeights, register_backbone
-from wrna_jax.weights import mapping
+from wrna_jax.models import state_dicts as mapping
 
 STAGE_SIZES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 TORCHVISION_URL = "https://download.pytorch.org/models/wide_resnet50_2-95faca4d.pth"

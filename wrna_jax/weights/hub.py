@@ -1,5 +1,6 @@
 """Pretrained weights by name (`config.init_from='torchvision:wide_resnet50_2.IMAGENET1K_V1'`):
-downloaded once into the cache, verified, converted once, reused.
+the table of published files and their download into the cache, verified (the conversion of a
+download, once, is `pretrained.resolve_name`).
 
 The cache is $WRNA_JAX_CACHE, default ~/.cache/wrna_jax: `downloads/<file>` holds the file as
 published and `<name>/` the converted backbone (`pretrained.save_backbone`). torchvision's file
@@ -115,23 +116,3 @@ def download(weights: NamedWeights, directory: str, timeout: float = 60.0) -> st
     finally:
         if os.path.exists(partial):
             os.remove(partial)
-
-
-def resolve(name: str, table: Mapping[str, NamedWeights] = NAMED, directory: str | None = None) -> str:
-    """The converted directory of the named weights: from the cache, else downloaded, verified
-    and converted into it."""
-    from wrna_jax.weights import files, pretrained
-
-    weights = lookup(name, table)
-    root = directory or cache_dir()
-    converted = os.path.join(root, name.replace(":", "_").replace("/", "_"))
-    if os.path.isfile(os.path.join(converted, pretrained.METADATA)):
-        return converted
-    path = download(weights, os.path.join(root, "downloads"))
-    if files.file_kind(path) == "torch" and not files.torch_available():
-        raise MissingFileError(f"Downloaded {path}, a PyTorch file; converting it needs torch once (pip install torch "
-                               "--index-url https://download.pytorch.org/whl/cpu), or convert it where torch is "
-                               f"(python -m wrna_jax.convert {path} {converted}) and copy {converted} here.")
-    description, variables = pretrained.convert_backbone(files.load_state_dict(path), weights.backbone, source=path)
-    pretrained.save_backbone(description, variables, converted, force=os.path.exists(converted))
-    return converted

@@ -27,7 +27,8 @@ from wrna_jax import distributed
 from wrna_jax.errors import ConfigError, MissingDependencyError, MissingFileError, WorkdirError
 from wrna_jax.models import backbone_entry, create_backbone
 from wrna_jax.models.registry import PretrainedWeights
-from wrna_jax.weights import files, hub, mapping
+from wrna_jax.models import state_dicts as mapping
+from wrna_jax.weights import files, hub
 
 METADATA = "wrna_backbone.json"
 VARIABLES = "variables"
@@ -130,13 +131,31 @@ def _check_matches(description: Mapping[str, Any], config: ml_collections.Config
         raise ConfigError(f"config.init_from: {problem}: make them agree.")
 
 
+def resolve_name(name: str, table: Mapping[str, hub.NamedWeights] | None = None, directory: str | None = None) -> str:
+    """The converted directory of the named weights (`weights/hub.py`): from the cache, else
+    downloaded, verified and converted into it."""
+    weights = hub.lookup(name, hub.NAMED if table is None else table)
+    root = directory or hub.cache_dir()
+    converted = os.path.join(root, name.replace(":", "_").replace("/", "_"))
+    if os.path.isfile(os.path.join(converted, METADATA)):
+        return converted
+    path = hub.download(weights, os.path.join(root, "downloads"))
+    if files.file_kind(path) == "torch" and not files.torch_available():
+        raise MissingFileError(f"Downloaded {path}, a PyTorch file; converting it needs torch once (pip install torch "
+                               "--index-url https://download.pytorch.org/whl/cpu), or convert it where torch is "
+                               f"(python -m wrna_jax.convert {path} {converted}) and copy {converted} here.")
+    description, variables = convert_backbone(files.load_state_dict(path), weights.backbone, source=path)
+    save_backbone(description, variables, converted, force=os.path.exists(converted))
+    return converted
+
+
 def local_path(init_from: str) -> str:
     """`init_from` itself, or for a name (`weights/hub.py`) the converted directory in the
     cache, downloaded and converted on first use (process 0 first)."""
     if not hub.is_name(init_from):
         return init_from
     with distributed.process_0_first(f"downloading {init_from}"):
-        return hub.resolve(init_from)
+        return resolve_name(init_from)
 
 
 def check_init_from(config: ml_collections.ConfigDict) -> None:

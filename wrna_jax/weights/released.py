@@ -40,8 +40,9 @@ import numpy as np
 
 from wrna_jax.errors import BadFileError
 from wrna_jax.models import create_model, resnet
-from wrna_jax.weights import files, mapping
-from wrna_jax.weights.mapping import Path, Rule
+from wrna_jax.models import state_dicts as mapping
+from wrna_jax.models.state_dicts import Path, Rule
+from wrna_jax.weights import files
 
 MNIST_INPUT_SHAPE = (40, 40, 1)
 GATE_LAYOUTS = (("output_gate.gate.weight", "output_gate.bn"),
