@@ -77,19 +77,25 @@ TINY_FLAGS = ["--config.dataset.cluttered_mnist.num_train=512", "--config.datase
               "--config.evals.attention_masks.examples=3", "--config.log_every_steps=4"]
 
 
+def input_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """The model's input shape for `config`'s data (the device feed's view: nothing written)."""
+    from wrna_jax import feeds, parallel
+
+    return feeds.create_feed(config, parallel.create_mesh(1), ("test_split",), kind="device",
+                             announce=lambda line: None).input_shape
+
+
 def restore(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"):
     """(step, params, batch_stats) of a checkpoint of `workdir`, as eval.py restores it."""
     import jax
 
     from wrna_jax import evaluate, parallel
-    from wrna_jax.data.input import create_input
     from wrna_jax.models import create_model
 
     model = create_model(config)
-    data = create_input(config.dataset)
     restorer = evaluate.Restorer(config, workdir, which)
     try:
-        step, variables = restorer.variables(model, data.input_shape, parallel.create_mesh(1))
+        step, variables = restorer.variables(model, input_shape(config), parallel.create_mesh(1))
     finally:
         restorer.close()
     return step, jax.device_get(variables["params"]), jax.device_get(variables["batch_stats"])
@@ -133,17 +139,13 @@ def tiny_run_config(directory: pathlib.Path) -> ml_collections.ConfigDict:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """(config, workdir, result) of `train_and_evaluate` on the tiny run. Its data (the distractor
-    sweep's test sets included) are generated before anyone reads them, so tests only read the
-    data_dir; they must not write into the workdir (copy it)."""
+    sweep's test sets included) are canvases generated with numpy by the device feed, nothing is
+    written in the data_dir; tests must not write into the workdir (copy it)."""
 
     def compute(directory: pathlib.Path) -> dict:
-        from wrna_jax.data.input import create_input
         from wrna_jax.train import train_and_evaluate
 
-        config = tiny_run_config(directory)
-        for d in config.evals.distractor_sweep.distractors:
-            create_input(config.dataset, num_distractors=int(d), num_train=1, num_validation=1)
-        return train_and_evaluate(config, str(directory / "run"))
+        return train_and_evaluate(tiny_run_config(directory), str(directory / "run"))
 
     directory, result = shared_once(tmp_path_factory, "tiny_run", compute)
     return tiny_run_config(directory), str(directory / "run"), result

@@ -11,9 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import restore
+from conftest import input_shape, restore
 from wrna_jax import checkpoint, evaluate, parallel
-from wrna_jax.data.input import create_input
 from wrna_jax.errors import DamagedCheckpointError
 from wrna_jax.models import create_model
 from wrna_jax.state import create_train_state
@@ -97,7 +96,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint_says_so_and_writes_nothing
     config, finished, workdir, report = damaged_run
     before = listing(workdir)
     model, mesh = create_model(config), parallel.create_mesh(config.num_devices)
-    input_shape = create_input(config.dataset).input_shape
+    input_shape = input_shape(config)
     restorer = evaluate.Restorer(config, workdir, "latest")
     try:
         step, variables = restorer.variables(model, input_shape, mesh)
@@ -123,7 +122,7 @@ def test_training_moves_a_damaged_latest_checkpoint_aside_and_resumes_from_the_n
     config, finished, workdir, report = damaged_run
     damaged_files = listing(os.path.join(workdir, "checkpoints", "32"))
     model = create_model(config)
-    target = create_train_state(config, model, create_input(config.dataset).input_shape,
+    target = create_train_state(config, model, input_shape(config),
                                 parallel.create_mesh(config.num_devices), steps_per_epoch=8)
     ckpts = checkpoint.Checkpoints(workdir)
     try:

@@ -66,7 +66,7 @@ def log_entries(path: str) -> list[tuple[int, str, float]]:
 def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval_reproduces_it(
         tiny_run, tmp_path, scripts, capsys, caplog):
     config, whole_dir, whole = tiny_run
-    data_dir = config.dataset.data_dir  # prepared by the fixture: only read here
+    data_dir = config.dataset.data_dir  # the canvases are generated with numpy: nothing is written there
     assert whole["step"] == 32 and whole["interrupted_by"] is None
     workdir = str(tmp_path / "run")
     metrics = os.path.join(workdir, "metrics.jsonl")

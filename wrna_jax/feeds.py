@@ -52,7 +52,6 @@ class Feed(Protocol):
     def has_split(self, split: str) -> bool: ...
     def num_examples(self, split: str) -> int: ...
     def class_names(self) -> list[str]: ...
-    def resident_bytes(self) -> int: ...
     def train_batches(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       start_step: int) -> Iterator[Batch]: ...
     def eval_batches(self, split: str, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
@@ -82,9 +81,6 @@ class HostFeed:
 
     def class_names(self) -> list[str]:
         return self.data.class_names()
-
-    def resident_bytes(self) -> int:
-        return 0
 
     def train_batches(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       start_step: int) -> Iterator[Batch]:
@@ -116,6 +112,7 @@ class DeviceFeed:
         self._host: dict[str, arrays.ImageArrays] = {}
         self._device: dict[str, dict[str, jax.Array]] = {}
         self._held_out: np.ndarray | None = None
+        self._gathers: dict[tuple[bool, bool], Any] = {}
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -192,10 +189,6 @@ class DeviceFeed:
                 break
         return list(names) if names and len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
 
-    def resident_bytes(self) -> int:
-        """Bytes of the splits uploaded so far, on each device."""
-        return int(sum(a.nbytes for split in self._device.values() for a in split.values()))
-
     def upload(self, split: str) -> dict[str, jax.Array]:
         """`split` in device memory, replicated over the mesh (uploaded once)."""
         if split not in self._device:
@@ -207,7 +200,10 @@ class DeviceFeed:
     # Batches ----------------------------------------------------------------------------------
 
     def _gather(self, train: bool, ten_crop: bool = False):
-        """Compiled (split arrays, indices, positions or mask) -> a batch sharded over the mesh."""
+        """Compiled (split arrays, indices, positions or mask) -> a batch sharded over the mesh
+        (one program per kind of batch, kept for every later call)."""
+        if (train, ten_crop) in self._gathers:
+            return self._gathers[train, ten_crop]
         preprocess = functools.partial(DEVICE_PREPROCESSING[self.spec.family], **self._settings(ten_crop))
         sharding = parallel.batch_sharding(self.mesh)
 
@@ -222,7 +218,8 @@ class DeviceFeed:
             return jax.lax.with_sharding_constraint(
                 {"image": images, "label": picked["labels"], "mask": mask}, sharding)
 
-        return jax.jit(gather, static_argnums=3, out_shardings=sharding)
+        self._gathers[train, ten_crop] = jax.jit(gather, static_argnums=3, out_shardings=sharding)
+        return self._gathers[train, ten_crop]
 
     def train_batches(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       start_step: int) -> Iterator[Batch]:
