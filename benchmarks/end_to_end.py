@@ -66,8 +66,9 @@ def end_to_end(config, feed: str, steps: int, log_every: int) -> float:
         mesh = parallel.create_mesh(config.num_devices)
         data = feeds.create_feed(config, mesh, ("train_split",), kind=feed, announce=lambda line: None)
         steps_per_epoch = data.num_examples(data.split("train_split")) // config.batch_size
-        config.num_epochs = steps / steps_per_epoch
-        config.eval_every_epochs = config.num_epochs
+        with config.ignore_type():  # a fraction of an epoch
+            config.num_epochs = steps / steps_per_epoch
+            config.eval_every_epochs = config.num_epochs
         train_and_evaluate(config, workdir)
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             rates = [r["steps_per_sec"] for r in map(json.loads, f) if "steps_per_sec" in r]
