@@ -151,6 +151,40 @@ def tiny_run(tmp_path_factory):
     return tiny_run_config(directory), str(directory / "run"), result
 
 
+# train.py and then eval.py on two processes of 2 devices each: run by the `runs` processes once
+# they have joined (test_distributed.py reads the results).
+def distributed_commands(out: pathlib.Path, port: str) -> list[str]:
+    return ["--config=configs/cluttered_mnist.py", f"--workdir={out / 'train_eval'}",
+            f"--config.dataset.data_dir={out / 'data'}", "--config.dataset.cluttered_mnist.num_train=256",
+            "--config.dataset.cluttered_mnist.num_validation=96", "--config.dataset.cluttered_mnist.num_test=80",
+            "--config.batch_size=64", "--config.eval_batch_size=32", "--config.num_epochs=2",
+            "--config.attention.depth=1", "--config.log_every_steps=2",
+            "--config.evals.distractor_sweep.distractors=()", "--config.evals.attention_masks.examples=3",
+            "--config.distributed.num_processes=2", "--config.distributed.initialization_timeout=120",
+            f"--config.distributed.coordinator_address=localhost:{port}"]
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    """The multi-device and multi-process workers (tests/workers.py), run together once per
+    session: one process with 8 devices, two processes with 2 devices each that then run
+    train.py and eval.py together. Returns their facts and the output folder."""
+
+    def compute(out):
+        port = str(free_port())
+        worker = os.path.join(TESTS, "workers.py")
+        procs = {"data_parallel": spawn([worker, "data_parallel", str(out)], devices=8)}
+        for pid in (0, 1):
+            commands = [*distributed_commands(out, port), f"--config.distributed.process_id={pid}",
+                        "--", "--checkpoint=latest", "--split=validation"]
+            procs[f"process_{pid}"] = spawn([worker, "distributed", str(out), "2", str(pid), port, *commands],
+                                            devices=2)
+        return {name: last_json(finish(proc)[0]) for name, proc in procs.items()}
+
+    out, facts = shared_once(tmp_path_factory, "parallel", compute)
+    return facts, out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("localhost", 0))

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import finish, free_port, read_png, spawn
+from conftest import free_port, read_png, spawn
 from configs import default
 from wrna_jax import distributed
 
@@ -61,33 +61,24 @@ def test_settings_from_config_environment_and_schedulers():
                                         local_device_ids="a,b"), {})
 
 
-def test_train_py_and_eval_py_across_two_processes(tmp_path):
-    """The user's commands on two processes x 2 devices: each process reads half of every split,
-    process 0 alone writes the logs and figures, the checkpoints written together restore for
-    evaluation (eval.py's main, after train.py's in the same two processes), and eval.py counts
-    every example of the split exactly once."""
-    common = ["--config=configs/cluttered_mnist.py", f"--workdir={tmp_path / 'run'}",
-              f"--config.dataset.data_dir={tmp_path / 'data'}", "--config.dataset.cluttered_mnist.num_train=256",
-              "--config.dataset.cluttered_mnist.num_validation=96", "--config.dataset.cluttered_mnist.num_test=80",
-              "--config.batch_size=64", "--config.eval_batch_size=32", "--config.num_epochs=2",
-              "--config.attention.depth=1", "--config.log_every_steps=2",
-              "--config.evals.distractor_sweep.distractors=()", "--config.evals.attention_masks.examples=3",
-              "--config.distributed.num_processes=2", "--config.distributed.initialization_timeout=120"]
-
-    # Both commands in each process one after the other (tests/workers.py), as the shell would
-    # run them, without paying JAX's and TensorFlow's start-up twice.
-    port = f"--config.distributed.coordinator_address=localhost:{free_port()}"
-    procs = [spawn(["tests/workers.py", "train_then_eval", "-", *common, port, f"--config.distributed.process_id={pid}",
-                    "--", "--checkpoint=latest", "--split=validation"], devices=2) for pid in (0, 1)]
-    logs = [finish(p)[1] for p in procs]
-    assert all("2 local and 4 global devices" in log for log in logs), logs[0][-3000:]
-    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+def test_train_py_and_eval_py_across_two_processes(runs):
+    """The user's commands on two processes x 2 devices (run by the `runs` processes of
+    conftest.py after their own checks, as the shell would run them one after the other): process
+    0 alone writes the logs and figures, the checkpoints written together restore for evaluation
+    (eval.py's main, after train.py's in the same two processes), and eval.py counts every example
+    of the split exactly once."""
+    facts, out = runs
+    run = out / "train_eval"
+    assert [facts[f"process_{pid}"]["train_then_eval"] for pid in (0, 1)] == [0, 0]
+    assert all(facts[f"process_{pid}"]["local_device_count"] == 2 and facts[f"process_{pid}"]["device_count"] == 4
+               for pid in (0, 1))
+    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     val = [r for r in records if "val_accuracy" in r]
     assert [r["step"] for r in val] == [4, 8]  # one line per evaluation: process 0 only
-    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["4", "8"]
+    assert sorted(os.listdir(run / "checkpoints")) == ["4", "8"]
 
-    results = json.load(open(tmp_path / "run" / "eval_latest" / "eval_results.json"))
+    results = json.load(open(run / "eval_latest" / "eval_results.json"))
     assert results["checkpoint_step"] == 8 and results["num_examples"] == 96
     assert results["accuracy"] == val[-1]["val_accuracy"]  # the same program on the same checkpoint
     # Process 0 draws the masks of the first 3 validation canvases: 1 + 2 heads columns.
-    read_png(tmp_path / "run" / "eval_latest" / "attention_masks.png", size=(480, 510))
+    read_png(run / "eval_latest" / "attention_masks.png", size=(480, 510))

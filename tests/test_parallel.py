@@ -3,7 +3,8 @@
 One process with 8 simulated CPU devices computes one SGD step on 1 and on 8 devices (and the
 4-device reference below); two processes with 2 devices each (`jax.distributed` on localhost,
 gloo) train the same steps as one process with 4 devices. The three processes run concurrently
-(tests/workers.py) and report arrays and facts; the comparisons happen here.
+(tests/workers.py, the `runs` fixture in conftest.py, which test_distributed.py shares) and
+report arrays and facts; the comparisons happen here.
 
 Tolerances (tests/numerics.py): the configurations compute the same function and differ only in
 the order of their float32 reductions (per-device partial sums, all-reduces across devices and
@@ -21,10 +22,8 @@ import os
 import numpy as np
 import pytest
 
-from conftest import TESTS, finish, free_port, last_json, shared_once, spawn
 from numerics import assert_same_updates
 
-WORKER = os.path.join(TESTS, "workers.py")
 # One step, 1 vs 8 devices: what the reordering noise does not cover. Measured: at most 4e-5 of a
 # tensor's update (Intel Xeon) beyond the rounding floors. A wrong result (a device's shard
 # dropped or counted twice: the update then differs by ~1/8) fails by far.
@@ -34,22 +33,6 @@ ONE_STEP_RTOL = 1e-3
 # Measured: at most 3.4e-5 of a tensor's update. A shard fed twice or dropped differs by ~1/2.
 TWO_STEP_RTOL = 2e-3
 REORDERINGS = 3
-
-
-@pytest.fixture(scope="session")
-def runs(tmp_path_factory):
-    """Runs the three worker processes together (once per session); returns their facts and
-    the output folder."""
-
-    def compute(out):
-        port = str(free_port())
-        procs = {"data_parallel": spawn([WORKER, "data_parallel", str(out)], devices=8)}
-        for pid in (0, 1):
-            procs[f"process_{pid}"] = spawn([WORKER, "distributed", str(out), "2", str(pid), port], devices=2)
-        return {name: last_json(finish(proc)[0]) for name, proc in procs.items()}
-
-    out, facts = shared_once(tmp_path_factory, "parallel", compute)
-    return facts, out
 
 
 def load(path) -> dict[str, np.ndarray]:

@@ -3,7 +3,8 @@ when JAX starts). They assert nothing: they write what they computed (arrays as 
 JSON) for the test to compare, so a failure names the tensor and the numbers.
 
     python tests/workers.py data_parallel OUTDIR          # with 8 (simulated) devices
-    python tests/workers.py distributed OUTDIR N ID PORT  # one of N processes
+    python tests/workers.py distributed OUTDIR N ID PORT [ARGS... -- EVAL_ARGS...]
+        # one of N processes; then train_then_eval(ARGS, EVAL_ARGS) in the same processes
     python tests/workers.py train_then_eval - ARGS... -- EVAL_ARGS...
         # train.py ARGS, then eval.py ARGS EVAL_ARGS in the same process (one JAX start-up)
 """
@@ -120,7 +121,8 @@ def data_parallel(outdir: str) -> None:
     print(json.dumps(facts), flush=True)
 
 
-def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> None:
+def distributed(outdir: str, num_processes: int, process_id: int, port: str,
+                train_args: list[str] | None = None, eval_args: list[str] | None = None) -> None:
     from wrna_jax import distributed as dist
 
     joined = dist.initialize({"coordinator_address": f"localhost:{port}", "num_processes": num_processes,
@@ -179,6 +181,8 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str) -> 
     preemption.close()
     ckpts.close()
     facts["preempted_at"] = i
+    if train_args is not None:  # the user's commands, in the processes that already joined
+        facts["train_then_eval"] = train_then_eval(train_args, eval_args or [])
     print(json.dumps(facts), flush=True)
 
 
@@ -205,6 +209,8 @@ if __name__ == "__main__":
     elif task == "data_parallel":
         data_parallel(outdir)
     elif task == "distributed":
-        distributed(outdir, int(rest[0]), int(rest[1]), rest[2])
+        commands = rest[3:]
+        split = commands.index("--") if "--" in commands else len(commands)
+        distributed(outdir, int(rest[0]), int(rest[1]), rest[2], commands[:split] or None, commands[split + 1:])
     else:
         raise SystemExit(f"unknown task {task!r}")
