@@ -159,7 +159,7 @@ def summary(results: Mapping[str, Any]) -> str:
              f"{head}, loss {results['loss']:.4f}"]
     hypotheses = results.get("hypothesis_accuracy", {})
     if hypotheses:
-        width = max(len(name) for name in hypotheses)
+        width = max(len("hypothesis"), *(len(name) for name in hypotheses))
         lines.append(f"  {'hypothesis':<{width}}  accuracy  mean gate")
         gates = results.get("mean_gates", {})
         lines += [f"  {name:<{width}}  {percent(acc):>8}  {gates[name]:9.3f}" if name in gates
