@@ -87,6 +87,8 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     assert 4 <= interrupted < 16, interrupted
     assert f"Interrupted (SIGINT) at step {interrupted}: checkpoint saved in" in out + err
     assert "run the same command again to resume" in out + err and "Traceback" not in err
+    # A quiet console: no absl INFO lines, no TensorFlow start-up lines (-v 1 shows them).
+    assert not re.search(r"^I\d{4} ", err, re.M) and "absl::InitializeLog" not in err, err[-3000:]
     assert logged_steps(metrics)[-1] == interrupted  # the partial window is logged
 
     # 3. Resumed, then killed outright (SIGKILL) after a later checkpoint and more log lines.
