@@ -1,16 +1,16 @@
 """Evaluate a trained run: python eval.py --config=configs/cluttered_mnist.py --workdir=runs/cmnist
 
-Writes eval_results.json and PNG figures to <workdir>/eval_<checkpoint>/ (or --output_dir). It
-may run while train.py trains in the same workdir. A user error prints one line and exits with
-status 2.
+Writes eval_results.json (every result) and PNG figures to <workdir>/eval_<checkpoint>/ (or
+--output_dir) and prints a summary: accuracy, top-5, per-hypothesis accuracy and gates, the
+distractor sweep or the most confused classes, the files written. It may run while train.py
+trains in the same workdir. A user error prints one line and exits with status 2; -v 1 shows
+the libraries' INFO logging.
 """
-
-import json
 
 from absl import flags
 
 from wrna_jax import cli, distributed
-from wrna_jax.evaluate import evaluate_checkpoint
+from wrna_jax.evaluate import evaluate_checkpoint, summary
 
 cli.define_checkpoint_flags("<workdir>/eval_<checkpoint> for eval.py, <workdir>/predictions for predict.py")
 flags.DEFINE_string("split", None, "Dataset split to evaluate (default: the config's test split).")
@@ -21,7 +21,7 @@ def main() -> int:
     distributed.initialize(FLAGS.config.distributed)
     results = evaluate_checkpoint(FLAGS.config, FLAGS.workdir, FLAGS.checkpoint, FLAGS.split,
                                   FLAGS.output_dir)
-    print(json.dumps({k: v for k, v in results.items() if k != "hypothesis_accuracy"}, indent=2))
+    print(summary(results))
     return 0
 
 

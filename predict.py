@@ -4,7 +4,7 @@ Prints the top-k classes with their names and probabilities and the gates for ev
 writes <output_dir>/<image>_attention.png (the attention masks over it) and predictions.json
 (default output_dir: <workdir>/predictions). --released=FILE predicts with a checkpoint of the
 authors' PyTorch code instead of the run's; --json prints only the JSON. A user error prints one
-line and exits with status 2.
+line and exits with status 2; -v 1 shows the libraries' INFO logging.
 """
 
 import json

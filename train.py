@@ -4,7 +4,8 @@ Running it again with the same --workdir resumes from the latest intact checkpoi
 command runs on one CPU, one multi-GPU host or several processes/hosts
 (`--config.distributed.*`, or a SLURM/Open MPI launch: see README). On SIGTERM it saves a
 checkpoint and exits with status 0, on Ctrl-C (SIGINT) the same with status 130; a user error
-(config, flags, workdir) prints one line and exits with status 2.
+(config, flags, workdir) prints one line and exits with status 2. The console shows progress,
+results and warnings; -v 1 (--verbosity=1) adds the libraries' INFO logging.
 """
 
 from wrna_jax import cli, distributed

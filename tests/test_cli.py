@@ -3,6 +3,7 @@ resumed again by the same command past a damaged checkpoint ends exactly where a
 run ends, with the same logs; a second run on its workdir is refused while it trains; eval.py reproduces its numbers;
 every user error ends with one line and exit status 2."""
 
+import gc
 import json
 import logging
 import os
@@ -10,6 +11,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import jax
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_FLAGS, TINY_RUN_EPOCHS, read_png, restore, spawn, tensorboard_entries
-from test_checkpoint_damage import truncate_data_file
+from test_checkpoint_damage import truncate_data_file, zero_fill
 from wrna_jax import checkpoint, evaluate
 from wrna_jax.errors import WorkdirError
 from wrna_jax.workdir import TrainLock
@@ -85,6 +87,8 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     assert 4 <= interrupted < 16, interrupted
     assert f"Interrupted (SIGINT) at step {interrupted}: checkpoint saved in" in out + err
     assert "run the same command again to resume" in out + err and "Traceback" not in err
+    # A quiet console: no absl INFO lines, no TensorFlow start-up lines (-v 1 shows them).
+    assert not re.search(r"^I\d{4} ", err, re.M) and "absl::InitializeLog" not in err, err[-3000:]
     assert logged_steps(metrics)[-1] == interrupted  # the partial window is logged
 
     # 3. Resumed, then killed outright (SIGKILL) after a later checkpoint and more log lines.
@@ -174,8 +178,10 @@ def scripts():
     return {"train.py": train_script.main, "eval.py": eval_script.main}
 
 
-def user_error_cases(tmp: str, trained: str, copy: str, data_dir: str) -> list[tuple[str, list[str], str]]:
-    """(script, arguments, the error message as a regular expression)."""
+def user_error_cases(tmp: str, trained: str, copy: str, data_dir: str,
+                     damaged: str) -> list[tuple[str, list[str], str]]:
+    """(script, arguments, the error message as a regular expression); `damaged` is a copy of the
+    trained run whose checkpoints (steps 24 and 32) are all damaged."""
     base = ["--config=configs/cluttered_mnist.py", f"--workdir={tmp}/run", f"--config.dataset.data_dir={tmp}/data"]
     tiny = ["--config=configs/cluttered_mnist.py", f"--config.dataset.data_dir={data_dir}", *TINY_FLAGS,
             f"--config.num_epochs={EPOCHS}"]
@@ -210,6 +216,14 @@ def user_error_cases(tmp: str, trained: str, copy: str, data_dir: str) -> list[t
         ("train.py", ["--config=configs/no_such_config.py", f"--workdir={tmp}/run"], r"--config=configs/no_such_config.py: .*No such file"),
         ("train.py", ["--config=configs/cluttered_mnist.py:typo", f"--workdir={tmp}/run"],
          r"Unknown config argument\(s\) \['typo'\]"),
+        ("train.py", [f"--config={tmp}/bad_config.py", f"--workdir={tmp}/run"],
+         r"--config=.*bad_config.py: the config file is not valid Python: invalid syntax \(line 1 of "
+         r".*bad_config.py\); fix that line\.$"),
+        ("train.py", [*base[:2], f"--config.dataset.data_dir={tmp}/a_file"],
+         r"config.dataset.data_dir=.*a_file is a file, not a directory: point it at a directory"),
+        ("train.py", [*base[:2], f"--config.dataset.data_dir={unwritable}/data"],
+         r"config.dataset.data_dir=/proc/wrna_jax_test/data cannot be written \(.*\) and does not hold "
+         r"cluttered_mnist yet: choose a writable data_dir"),
         ("train.py", ["--config=configs/cluttered_mnist.py"], r"--workdir must have a value other than None"),
         ("train.py", [*base, "stray"], r"unexpected arguments \['stray'\]"),
         ("train.py", [*base[:1], f"--workdir={tmp}/a_file"], r"--workdir=.*a_file is a file, not a directory"),
@@ -233,29 +247,54 @@ def user_error_cases(tmp: str, trained: str, copy: str, data_dir: str) -> list[t
         ("eval.py", [*evaluate_[:-1], f"--output_dir={unwritable}/out"], r"--output_dir=/proc/wrna_jax_test/out cannot be written"),
         ("eval.py", [*tiny, f"--workdir={tmp}/never_trained"], r"--workdir=.*never_trained does not exist"),
         ("eval.py", [*tiny, f"--workdir={tmp}/empty"], r"No checkpoint in .*empty/checkpoints: train first"),
+        ("eval.py", [*tiny, f"--workdir={damaged}", f"--output_dir={tmp}/out", "--checkpoint=32"],
+         r"^--checkpoint=32: checkpoint step 32 in .*damaged/checkpoints is damaged \(.+\); skipped\. "
+         r"Evaluate an intact step instead: --checkpoint=latest, best or one of \[24\]\.$"),
+        ("eval.py", [*tiny, f"--workdir={damaged}", f"--output_dir={tmp}/out", "--checkpoint=latest"],
+         r"^No intact checkpoint in .*damaged/checkpoints \(every one is damaged: step 32 \(.+\); step 24 "
+         r"\(.+\)\)\. Restore them from a backup, or train again: .*starts afresh\.$"),
+        ("train.py", [*tiny, f"--workdir={damaged}"],  # last: it moves the damaged checkpoints aside
+         r"^Every checkpoint in .*damaged/checkpoints is damaged \(step 32 \(.+\); step 24 \(.+\)\); "
+         r"they were moved to .*damaged/checkpoints_damaged\. Restore them from a backup, or run the "
+         r"same command again to train from scratch\.$"),
     ]
 
 
-def test_user_errors_end_with_one_line_and_status_2_before_any_work(tiny_run, tmp_path, scripts, capsys):
+def test_user_errors_end_with_one_line_and_status_2_before_any_work(tiny_run, tmp_path, scripts, capsys, caplog,
+                                                                     monkeypatch):
     from wrna_jax import cli
 
     config, trained, _ = tiny_run
-    copy = str(tmp_path / "copy")
+    copy, damaged = str(tmp_path / "copy"), str(tmp_path / "damaged")
     shutil.copytree(trained, copy)
+    shutil.copytree(trained, damaged)
+    for step in ("24", "32"):  # every data file zero-filled: the reads fail with many still in flight
+        zero_fill(os.path.join(damaged, "checkpoints", step))
+    (tmp_path / "bad_config.py").write_text("def get_config(:\n    pass\n")
     (tmp_path / "a_file").write_text("not a directory")
     (tmp_path / "empty").mkdir()
     (tmp_path / "locked").mkdir()
     before = {path: sorted(os.listdir(path)) for path in (trained, copy)}
-    cases = user_error_cases(str(tmp_path), trained, copy, config.dataset.data_dir)
+    cases = user_error_cases(str(tmp_path), trained, copy, config.dataset.data_dir, damaged)
     assert len(cases) >= 25
     failures = []
-    with TrainLock(str(tmp_path / "locked")):  # another run holds this workdir
+    # What a user's console gets: an exception Python cannot raise (from another thread, or in a
+    # coroutine being collected) printed on stderr, not turned into a pytest warning.
+    monkeypatch.setattr(sys, "unraisablehook", sys.__unraisablehook__)
+    with TrainLock(str(tmp_path / "locked")), caplog.at_level(logging.WARNING, logger="asyncio"):
         for script, args, message in cases:
             status = cli.invoke(scripts[script], [script, *args])
+            gc.collect()  # abandoned coroutines and tasks complain when collected
             err = capsys.readouterr().err
-            errors = [line for line in err.splitlines() if line.startswith("error: ")]
-            if status != 2 or len(errors) != 1 or not re.search(message, errors[0]) or "Traceback" in err:
-                failures.append(f"{script} {' '.join(args[-2:])}: status {status}, stderr:\n{err[-1500:]}")
+            # One `error:` line first (a few messages go on with instructions), no traceback, and
+            # asyncio logged nothing. The regular expressions anchored with ^...$ match the whole
+            # stderr: exactly one line.
+            if (status != 2 or not err.startswith("error: ") or err.count("error: ") != 1
+                    or not re.search(message, err[len("error: "):]) or "Traceback" in err
+                    or any(record.name == "asyncio" for record in caplog.records)):
+                failures.append(f"{script} {' '.join(args[-2:])}: status {status}, stderr:\n{err[-1500:]}"
+                                f"{caplog.text[-1500:]}")
+            caplog.clear()
     assert not failures, "\n\n".join(failures)
     assert {path: sorted(os.listdir(path)) for path in (trained, copy)} == before  # nothing written
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()  # no work started
@@ -265,3 +304,67 @@ def test_user_errors_end_with_one_line_and_status_2_before_any_work(tiny_run, tm
     assert re.search(rf"Nothing to do: the run in {copy} is at step 32, and num_epochs={EPOCHS} is 32 steps. "
                      r"Raise --config.num_epochs", capsys.readouterr().out)
     assert saved_steps(copy) == steps
+
+
+def test_eval_py_console_is_a_short_summary_without_library_logging(tiny_run, tmp_path):
+    """eval.py as a user runs it (absl's app.run, a new interpreter): a compact summary on stdout,
+    nothing on stderr (no absl INFO, no TensorFlow start-up lines), the full JSON in its file."""
+    config, trained, _ = tiny_run
+    out_dir = tmp_path / "out"
+    proc = spawn(command("eval.py", trained, config.dataset.data_dir, "--checkpoint=latest", f"--output_dir={out_dir}"))
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0, (out + err)[-3000:]
+    assert err == "", err[-3000:]
+    lines = out.splitlines()
+    assert len(lines) <= CONSOLE_LINE_BUDGET, out
+    results = json.load(open(out_dir / "eval_results.json"))
+    assert lines[0] == (f"Step 32, test (80 examples): accuracy {100 * results['accuracy']:.2f}%, top-5 "
+                        f"{100 * results['top5_accuracy']:.2f}%, loss {results['loss']:.4f}")
+    assert re.search(r"^  conv4/head1 +\d+\.\d\d% +0\.\d{3}$", out, re.M)
+    assert f"distractors: D=4 {100 * results['accuracy_vs_distractors']['4']:.2f}%" in out
+    assert lines[-1].startswith(f"Wrote to {out_dir}: eval_results.json, attention_masks.png")
+    assert "confusion" in results and "hypothesis_accuracy" in results
+
+
+# Lines a demo-sized eval.py may print: the headline, a header and a row per hypothesis (5 on
+# cluttered MNIST, up to 10 on the fine-grained recipes), the sweep, the confusions, the files.
+CONSOLE_LINE_BUDGET = 16
+
+
+def test_console_shows_library_info_only_when_asked():
+    from absl import logging as absl_logging
+
+    from wrna_jax import console
+
+    assert console.verbosity_in(["train.py", "--workdir=x"]) == 0
+    assert console.verbosity_in(["train.py", "-v", "1"]) == 1
+    assert console.verbosity_in(["train.py", "--verbosity=2"]) == 2
+    assert console.verbosity_in(["pytest", "-v", "tests/"]) == 0
+
+    def record(level: int, path: str) -> logging.LogRecord:
+        return logging.LogRecord("absl", level, path, 1, "message", None, None)
+
+    ours, orbax = "/src/wrna_jax/checkpoint.py", "/site-packages/orbax/checkpoint/checkpoint_manager.py"
+    quiet, verbose = console.ConsoleFilter(0), console.ConsoleFilter(1)
+    assert not quiet.filter(record(logging.INFO, ours)) and quiet.filter(record(logging.WARNING, ours))
+    assert not quiet.filter(record(logging.WARNING, orbax)) and quiet.filter(record(logging.ERROR, orbax))
+    assert verbose.filter(record(logging.INFO, orbax)) and not verbose.filter(record(logging.DEBUG, ours))
+    console.configure(1)
+    console.configure(0)
+    assert [type(f) for f in absl_logging.get_absl_handler().filters].count(console.ConsoleFilter) == 1
+
+
+def test_an_empty_distractor_sweep_is_skipped_and_said_so():
+    from wrna_jax import evaluate, evaluators
+
+    produced = evaluators.distractor_sweep(None, {"distractors": ()})  # returns before using the context
+    assert produced == {"skipped": {"distractor_sweep": "config.evals.distractor_sweep.distractors is empty"}}
+    results = {"checkpoint_step": 8, "split": "test", "num_examples": 10, "accuracy": 0.5, "loss": 1.25,
+               "hypothesis_accuracy": {"backbone": 0.4}, "mean_gates": {"backbone": 1.0},
+               "figures": {}, "results_json": "/out/eval_results.json", **produced}
+    assert evaluate.summary(results).splitlines() == [
+        "Step 8, test (10 examples): accuracy 50.00%, loss 1.2500",
+        "  hypothesis  accuracy  mean gate",
+        "  backbone      40.00%      1.000",
+        "  distractor_sweep skipped: config.evals.distractor_sweep.distractors is empty",
+        "Wrote to /out: eval_results.json"]

@@ -188,8 +188,8 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str,
 
 def train_then_eval(args: list[str], eval_args: list[str]) -> int:
     """train.py's and then eval.py's `main` through `cli.invoke` (what `cli.run` calls), in this
-    process, logging to stderr as under absl's app.run: the exit status of the first that
-    fails, else 0."""
+    process, logging to stderr as under absl's app.run with --verbosity=1 (the INFO lines the
+    test reads): the exit status of the first that fails, else 0."""
     from absl import logging
 
     import eval as eval_script
@@ -197,8 +197,8 @@ def train_then_eval(args: list[str], eval_args: list[str]) -> int:
     from wrna_jax import cli
 
     logging.use_absl_handler()
-    return (cli.invoke(train_script.main, ["train.py", "--verbosity=0", *args])
-            or cli.invoke(eval_script.main, ["eval.py", "--verbosity=0", *args, *eval_args]))
+    return (cli.invoke(train_script.main, ["train.py", "--verbosity=1", *args])
+            or cli.invoke(eval_script.main, ["eval.py", "--verbosity=1", *args, *eval_args]))
 
 
 if __name__ == "__main__":

@@ -15,10 +15,9 @@ one; evaluation, which may run beside training and writes nothing there, skips i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import gc
 import json
-import logging as py_logging
 import os
 import shutil
 from collections.abc import Iterator, Mapping
@@ -96,7 +95,8 @@ def _describe(error: BaseException) -> str:
     text = f"{type(error).__name__}: {error}"
     for cut in (" [tensorstore_spec", "See full TensorStore details", "\n"):
         text = text.split(cut)[0]
-    return text.strip()[:300]
+    text = text.strip()
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _is_damage(error: BaseException) -> bool:
@@ -105,18 +105,44 @@ def _is_damage(error: BaseException) -> bool:
     return any(sign in str(error) for sign in _DAMAGE_SIGNS)
 
 
+class _DrainingLoop(asyncio.SelectorEventLoop):
+    """An event loop that, when closed, first cancels the tasks still pending on it and runs
+    until they have ended.
+
+    Orbax runs each restore with `loop.run_until_complete(...)` then `loop.close()`. When one
+    array read fails, `asyncio.gather` raises at once while the reads of the other arrays are
+    still in flight: closing the loop under them leaves TensorStore's I/O threads calling
+    `call_soon_threadsafe` on a closed loop ("Event loop is closed", printed from each thread),
+    and the abandoned coroutines and tasks complain when collected ("Exception ignored in
+    <coroutine _read_array_index_and_device_put>", "Task exception was never retrieved"):
+    dozens to thousands of tracebacks around the one error we report. Ending the reads while
+    the loop still runs leaves none of them."""
+
+    def close(self) -> None:
+        if not self.is_running() and not self.is_closed():
+            pending = asyncio.all_tasks(self)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        super().close()
+
+
+class _DrainingPolicy(asyncio.DefaultEventLoopPolicy):
+    def new_event_loop(self) -> asyncio.AbstractEventLoop:
+        return _DrainingLoop()
+
+
 @contextlib.contextmanager
-def _quiet_failed_reads() -> Iterator[None]:
-    """Drops asyncio's 'Task exception was never retrieved' for the reads a failed restore
-    abandons (dozens of tracebacks that only repeat the error we report)."""
-    logger = py_logging.getLogger("asyncio")
-    drop = lambda record: "exception was never retrieved" not in record.getMessage()  # noqa: E731
-    logger.addFilter(drop)
+def _draining_reads() -> Iterator[None]:
+    """Makes the event loops orbax creates meanwhile `_DrainingLoop`s, so that a failed restore
+    ends its other reads before its loop closes."""
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(_DrainingPolicy())
     try:
         yield
     finally:
-        gc.collect()  # abandoned tasks are reported when collected: while the filter is on
-        logger.removeFilter(drop)
+        asyncio.set_event_loop_policy(previous)
 
 
 class _IntactSteps:
@@ -150,6 +176,8 @@ class Checkpoints:
         self.damaged_directory = os.path.abspath(os.path.join(workdir, DAMAGED_DIR))
         self.read_only = read_only
         self.damaged: dict[int, str] = {}  # step -> what happened to it, for messages
+        self._reasons: dict[int, str] = {}  # step -> why it is damaged
+        self._announced: set[int] = set()
         self._skip: set[int] = set()
         self._set_aside_structurally_damaged()
         policy = policies.AnyPreservationPolicy([
@@ -174,8 +202,11 @@ class Checkpoints:
                     self._set_aside(int(name), problem)
 
     def _set_aside(self, step: int, reason: str) -> None:
-        """Records `step` as damaged; training moves it under checkpoints_damaged/."""
+        """Records `step` as damaged; training moves it under checkpoints_damaged/. Nothing is
+        logged here: a run that goes on past it announces it (`announce_damaged`), one that
+        stops names it in its error."""
         self._skip.add(step)
+        self._reasons[step] = reason
         source = os.path.join(self.directory, str(step))
         if self.read_only:
             self.damaged[step] = f"checkpoint step {step} in {self.directory} is damaged ({reason}); skipped"
@@ -192,7 +223,13 @@ class Checkpoints:
                 multihost_utils.sync_global_devices(f"checkpoint {step} set aside")
             self.damaged[step] = (f"checkpoint step {step} in {self.directory} is damaged ({reason}); "
                                   f"moved to {target}")
-        logging.warning("%s.", self.damaged[step])
+
+    def announce_damaged(self) -> None:
+        """Logs a warning for each damaged step not announced yet: training goes on without it."""
+        for step, note in self.damaged.items():
+            if step not in self._announced:
+                self._announced.add(step)
+                logging.warning("%s.", note)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -208,15 +245,31 @@ class Checkpoints:
     def all_steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def _damage_note(self) -> str:
-        return "".join(f"\n  {note}" for note in self.damaged.values())
+    def _damage_summary(self) -> str:
+        """'step 32 (<reason>); step 24 (<reason>)', one line."""
+        return "; ".join(f"step {step} ({reason})" for step, reason in self._reasons.items())
+
+    def damaged_step_error(self, which: str) -> DamagedCheckpointError:
+        """The error for `--checkpoint=<which>` naming a damaged step: the damage and the steps
+        to use instead."""
+        steps = self.all_steps()
+        if not steps:
+            return self._none_intact_error()
+        return DamagedCheckpointError(f"--checkpoint={which}: {self.damaged[int(which)]}. Evaluate an "
+                                      f"intact step instead: --checkpoint=latest, best or one of {steps}.")
+
+    def _none_intact_error(self) -> DamagedCheckpointError:
+        return DamagedCheckpointError(
+            f"No intact checkpoint in {self.directory} (every one is damaged: {self._damage_summary()}). "
+            "Restore them from a backup, or train again: train.py in this --workdir sets them aside "
+            "and starts afresh.")
 
     def resolve(self, which: str) -> int:
         """'latest', 'best' or a step number -> an intact step, or a clear error."""
         steps = self.all_steps()
         if not steps:
             if self.damaged:
-                raise DamagedCheckpointError(f"No intact checkpoint in {self.directory}:{self._damage_note()}")
+                raise self._none_intact_error()
             raise MissingFileError(f"No checkpoint in {self.directory}: train first with "
                                    "train.py --workdir pointing at this run.")
         if which == "latest":
@@ -228,8 +281,7 @@ class Checkpoints:
                                        f"saved steps: {steps}.")
             return step
         if which.isdigit() and int(which) in self.damaged:
-            raise DamagedCheckpointError(f"--checkpoint={which}: {self.damaged[int(which)]}. "
-                                         f"Intact steps: {steps}.")
+            raise self.damaged_step_error(which)
         if not which.isdigit() or int(which) not in steps:
             raise ConfigError(f"--checkpoint={which!r}: use 'best', 'latest' or one of the "
                               f"saved steps {steps}.")
@@ -239,7 +291,7 @@ class Checkpoints:
         """Restores `items` of `step`; a read that fails from damage sets the step aside and
         raises DamagedCheckpointError (callers may try another step)."""
         try:
-            with _quiet_failed_reads():
+            with _draining_reads():
                 return self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as error:
             if not _is_damage(error):
@@ -274,7 +326,9 @@ class Checkpoints:
         while self.all_steps():
             step = self.all_steps()[-1]
             with contextlib.suppress(DamagedCheckpointError):
-                return step, self.restore(step, target)
+                restored = self.restore(step, target)
+                self.announce_damaged()
+                return step, restored
         self.check_not_all_damaged()
         return 0, target
 
@@ -283,8 +337,9 @@ class Checkpoints:
         aside, so that running again starts from scratch only when asked to)."""
         if self.damaged and not self.all_steps():
             raise DamagedCheckpointError(
-                f"Every checkpoint in {self.directory} is damaged:{self._damage_note()}\n"
-                "Restore them from a backup, or run the same command again to train from scratch.")
+                f"Every checkpoint in {self.directory} is damaged ({self._damage_summary()}); they were "
+                f"moved to {self.damaged_directory}. Restore them from a backup, or run the same command "
+                "again to train from scratch.")
 
     def restore_parts(self, step: int, abstract: Mapping[str, Any]) -> dict[str, Any]:
         """Only the top-level entries of `abstract` (e.g. {'params', 'batch_stats'}: shapes,
@@ -361,6 +416,7 @@ def resume_point(ckpts: Checkpoints, config: ml_collections.ConfigDict) -> int:
             saved = ckpts.saved_config(step)
         except DamagedCheckpointError:
             continue  # set aside; the next newest is checked
+        ckpts.announce_damaged()
         check_same_model(saved, config, step, ckpts.directory)
         check_same_run(saved, config, step, ckpts.directory)
         return step

@@ -4,7 +4,9 @@ A user error (`wrna_jax.errors.UserError`, a flag that does not parse, an unknow
 a config file that cannot be loaded) ends the command with one line `error: ...` on stderr and
 exit status 2, before any long work; any other exception is a bug and keeps its traceback.
 `invoke` is the same path without absl's `app.run`, for tests. Both apply the XLA:CPU defaults
-(wrna_jax/xla_flags.py) before JAX starts.
+(wrna_jax/xla_flags.py) before JAX starts and the console's quiet default (wrna_jax/console.py:
+the libraries' INFO logging only with --verbosity=1); importing this module imports TensorFlow
+with its C++ start-up lines kept off the console, before anything else imports it.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
 
-from wrna_jax import xla_flags
+from wrna_jax import console, xla_flags
 from wrna_jax.errors import ConfigError, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process ended by SIGINT
+
+console.import_tensorflow(console.verbosity_in(sys.argv))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The run's directory: checkpoints, logs and figures.")
@@ -106,6 +110,9 @@ def parse_flags(argv: Sequence[str], positional: bool = False) -> list[str]:
             raise ConfigError(_unknown_field(argv) or _last_line(error)) from None
         raise ConfigError(f"{config_arg}: {_last_line(error)}" if "config file" in str(error)
                           else str(error)) from None
+    except SyntaxError as error:  # the config file is not valid Python
+        raise ConfigError(f"{config_arg}: the config file is not valid Python: {error.msg} (line "
+                          f"{error.lineno} of {error.filename}); fix that line.") from None
     except (OSError, ValueError, TypeError) as error:  # the config file failed to load
         raise ConfigError(f"{config_arg}: {_last_line(error)}") from None
     if len(remaining) > 1 and not positional:
@@ -129,6 +136,7 @@ def invoke(main: Callable[..., Any], argv: Sequence[str], positional: bool = Fal
     _forget_overrides()
     try:
         remaining = parse_flags(argv, positional)
+        console.configure(FLAGS.verbosity)
         return int((main(remaining[1:]) if positional else main()) or 0)
     except UserError as error:
         return report(error)
@@ -145,6 +153,7 @@ def run(main: Callable[..., Any], positional: bool = False) -> None:
             sys.exit(report(error))
 
     def guarded(argv: list[str]) -> None:
+        console.configure(FLAGS.verbosity)
         try:
             sys.exit(int((main(argv[1:]) if positional else main()) or 0))
         except UserError as error:

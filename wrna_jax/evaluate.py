@@ -40,7 +40,7 @@ class Restorer:
                                             self.ckpts.directory)
             except DamagedCheckpointError:
                 if self.which not in ("latest", "best"):
-                    raise
+                    raise self.ckpts.damaged_step_error(self.which) from None
                 continue
             self._report()
             return
@@ -61,10 +61,9 @@ class Restorer:
         while True:
             try:
                 return self.step, self.ckpts.restore_parts(self.step, abstract)
-            except DamagedCheckpointError as error:  # set aside and logged by Checkpoints
+            except DamagedCheckpointError:  # recorded by Checkpoints
                 if self.which not in ("latest", "best"):
-                    raise DamagedCheckpointError(f"--checkpoint={self.which}: {error}. Intact steps: "
-                                                 f"{self.ckpts.all_steps()}.") from None
+                    raise self.ckpts.damaged_step_error(self.which) from None
                 self._pick()
 
     def close(self) -> None:
@@ -103,12 +102,53 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir_path: str, wh
     context = evaluators.Context(config=config, model=model, mesh=mesh, data=data, split=split,
                                  variables=variables, step_fn=step_fn, output_dir=output_dir,
                                  results=dict(results))
-    results["figures"] = {}
+    results["figures"], results["skipped"] = {}, {}
     for name, settings in config.evals.items():
         produced = evaluators.evaluator(name)(context, settings)
         results["figures"].update(produced.pop("figures", {}))
+        results["skipped"].update(produced.pop("skipped", {}))
         results.update(produced)
+    results["results_json"] = os.path.join(output_dir, "eval_results.json")
     if jax.process_index() == 0:
-        with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
+        with open(results["results_json"], "w") as f:
             json.dump(results, f, indent=2)
     return results
+
+
+# The results that name a table an evaluator wrote (listed by `summary` with the figures).
+TABLE_FILES = ("accuracy_vs_distractors_md", "per_class_accuracy_csv", "most_confused_md")
+
+
+def summary(results: Mapping[str, Any]) -> str:
+    """eval.py's console report of `evaluate_checkpoint`'s results: accuracy, per-hypothesis
+    accuracy and gate, the distractor sweep, the most confused classes, skipped evaluators and
+    the files written; everything else (the confusion matrix, ...) is in eval_results.json."""
+    def percent(value: float) -> str:
+        return f"{100 * value:.2f}%"
+
+    head = f"accuracy {percent(results['accuracy'])}"
+    if "top5_accuracy" in results:
+        head += f", top-5 {percent(results['top5_accuracy'])}"
+    lines = [f"Step {results['checkpoint_step']}, {results['split']} ({results['num_examples']} examples): "
+             f"{head}, loss {results['loss']:.4f}"]
+    hypotheses = results.get("hypothesis_accuracy", {})
+    if hypotheses:
+        width = max(len("hypothesis"), *(len(name) for name in hypotheses))
+        lines.append(f"  {'hypothesis':<{width}}  accuracy  mean gate")
+        gates = results.get("mean_gates", {})
+        lines += [f"  {name:<{width}}  {percent(acc):>8}  {gates[name]:9.3f}" if name in gates
+                  else f"  {name:<{width}}  {percent(acc):>8}" for name, acc in hypotheses.items()]
+    sweep = results.get("accuracy_vs_distractors")
+    if sweep:
+        lines.append("  distractors: " + ", ".join(f"D={d} {percent(acc)}" for d, acc in sweep.items()))
+    confused = results.get("most_confused", [])[:3]
+    if confused:
+        lines.append("  most confused: " + "; ".join(
+            f"{p['true']} as {p['predicted']} {p['count']}x" for p in confused))
+    lines += [f"  {name} skipped: {why}" for name, why in results.get("skipped", {}).items()]
+    written = [results["results_json"], *results.get("figures", {}).values(),
+               *(results[key] for key in TABLE_FILES if key in results)]
+    directory = os.path.dirname(results["results_json"])
+    lines.append(f"Wrote to {directory}: " + ", ".join(
+        os.path.relpath(path, directory) if os.path.dirname(path) == directory else path for path in written))
+    return "\n".join(lines)

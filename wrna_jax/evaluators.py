@@ -81,7 +81,11 @@ def attention_masks(context: Context, settings: Mapping[str, Any]) -> dict[str, 
 @register_evaluator("distractor_sweep")
 def distractor_sweep(context: Context, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Cluttered MNIST: test accuracy against the number of distractors D (the paper's Figure 4e),
-    on test sets generated for each D with the run's data settings: accuracy_vs_distractors.{md,png}."""
+    on test sets generated for each D with the run's data settings: accuracy_vs_distractors.{md,png}.
+    An empty `distractors` skips it (the command line cannot delete a config entry), writing
+    nothing."""
+    if not settings["distractors"]:
+        return {"skipped": {"distractor_sweep": "config.evals.distractor_sweep.distractors is empty"}}
     sweep = {}
     for d in settings["distractors"]:
         with distributed.process_0_first(f"preparing the D={d} test set"):
@@ -98,7 +102,7 @@ def distractor_sweep(context: Context, settings: Mapping[str, Any]) -> dict[str,
         table = plots.distractor_table({"model": sweep})
         with open(os.path.join(context.output_dir, "accuracy_vs_distractors.md"), "w") as f:
             f.write(table)
-        print(table)
+        results["accuracy_vs_distractors_md"] = f.name
     return results
 
 
@@ -134,4 +138,5 @@ def per_class(context: Context, settings: Mapping[str, Any]) -> dict[str, Any]:
         f.write("\n".join(lines) + "\n")
     figure = plots.plot_confusion_matrix(confusion, names, os.path.join(out, "confusion_matrix.png"))
     return {"most_confused": pairs, "figures": {"confusion_matrix": figure},
-            "per_class_accuracy_csv": os.path.join(out, "per_class_accuracy.csv")}
+            "per_class_accuracy_csv": os.path.join(out, "per_class_accuracy.csv"),
+            "most_confused_md": os.path.join(out, "most_confused.md")}

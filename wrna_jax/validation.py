@@ -9,6 +9,8 @@ checks the fields every config has (`configs/default.py`) and the optional datas
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -116,9 +118,41 @@ def _lookup(config: ml_collections.ConfigDict, path: str) -> tuple[bool, Any]:
     return True, node
 
 
+def check_data_dir(dataset: ml_collections.ConfigDict) -> None:
+    """Raises a ConfigError when `config.dataset.data_dir` cannot hold the dataset: a file where
+    the directory should be, or a directory that cannot be written while the dataset is not in
+    it yet (a read-only data_dir that holds the prepared dataset is fine). Creates nothing: the
+    write test is a temporary file in the nearest existing directory, removed at once. Remote
+    paths (gs://...) are left to TFDS."""
+    data_dir = dataset.get("data_dir")
+    if not data_dir or "://" in str(data_dir):
+        return
+    flag = f"config.dataset.data_dir={data_dir}"
+    path = os.path.abspath(os.path.expanduser(str(data_dir)))
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "" if existing == path else f" ({existing} is a file)"
+        raise ConfigError(f"{flag} is a file, not a directory{where}: point it at a directory "
+                          "(created if missing) or leave it None for ~/tensorflow_datasets.")
+    name = dataset_spec(dataset).builder_name(dataset).split("/")[0].split(":")[0]
+    if os.path.isdir(os.path.join(path, name)):
+        return  # prepared there (or being prepared): reading needs no write access
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".write_test_", dir=existing)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as error:
+        raise ConfigError(f"{flag} cannot be written ({error.strerror or error}) and does not hold "
+                          f"{name} yet: choose a writable data_dir, or one where {name} is "
+                          "prepared.") from None
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raises a ConfigError listing every field outside its range (fields a config does not
-    have are skipped), and for a dataset or class count that does not exist."""
+    have are skipped), and for a dataset or class count that does not exist or a data_dir
+    that cannot hold the dataset."""
     problems = []
     for path, (check, valid) in RULES.items():
         present, value = _lookup(config, path)
@@ -130,3 +164,4 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     if config.model.num_classes not in (None, classes):
         raise ConfigError(f"model.num_classes={config.model.num_classes}, but {config.dataset.name} has "
                           f"{classes} classes: leave model.num_classes None (it is taken from the dataset).")
+    check_data_dir(config.dataset)
