@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import model_config
-from numerics import U_BFLOAT16, assert_close_to, gamma, probable_error
+from numerics import U_BFLOAT16, U_FLOAT32, assert_close_to, gamma, probable_error
 from wrna_jax.models import create_model, gated_combination
 from wrna_jax.state import init_variables
 
@@ -259,6 +259,32 @@ def test_batch_norm_by_products_matches_the_plain_form_and_float64(groups, stati
     for form, values in (("products", products), ("plain", plain)):
         for name, got, want, magnitude in zip(names, values, exact, magnitudes):
             assert np.all(np.abs(got - want) <= 8 * gamma(n * groups) * magnitude), (form, name)
+
+
+def test_batch_norm_statistics_are_float32_exact_when_the_mean_dwarfs_the_spread():
+    """Both forms' batch statistics at |mean| / std = 100 (where E[x^2] - E[x]^2 would lose about
+    four digits) against float64. Derived bound (Higham, section 4.2): the computed mean is within
+    e = (gamma(n) + 2u) mean|x| of exact; the deviations x - mean are then off by at most e each,
+    which adds at most e^2 to the variance (their exact sum is zero), and subtracting, squaring,
+    summing n non-negative terms and dividing add gamma(n) + 4u relatively. With n = 8 examples per
+    group that bound is below 1e-6 relative."""
+    from wrna_jax.models import normalization
+
+    groups, n, features, ratio = 4, 8, 16, 100.0
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.5, 2.0, features)
+    x = (ratio * std * rng.choice([-1.0, 1.0], features) + std * rng.standard_normal((groups, n, features)))
+    x = x.astype(np.float32)
+    exact = np.asarray(x, np.float64)
+    mean, var = exact.mean(1), exact.var(1)
+    e = (gamma(n) + 2 * U_FLOAT32) * np.abs(exact).mean(1)
+    var_bound = e ** 2 / var + gamma(n) + 5 * U_FLOAT32
+    assert np.all(var_bound < 1e-6)
+    ones, zeros = jnp.ones(features), jnp.zeros(features)
+    for form in (normalization._normalize_products, normalization._normalize_plain):
+        _, got_mean, got_var = jax.jit(lambda x: form(x, ones, zeros, 1e-5))(x)
+        assert np.all(np.abs(np.asarray(got_mean, np.float64) - mean) <= e), form.__name__
+        assert np.all(np.abs(np.asarray(got_var, np.float64) / var - 1) <= var_bound), form.__name__
 
 
 def test_mnist_cnn_trains_through_the_cpu_lowerings():
