@@ -168,6 +168,7 @@ def test_bfloat16_forward_matches_float32(backbone, size, channels, ad):
     (dict(backbone="cifar_wrn", depth=27), r"model.depth=27 is not a valid WRN depth"),
     (dict(backbone="cifar_wrn", ad=4), r"3 attach points \('group3', 'group2', 'group1'\)"),
     (dict(backbone="imagenet_resnet", depth=34), r"Unknown model.depth for imagenet_resnet 34.*50, 101, 152"),
+    (dict(regularizer_pool=3), r"Unknown attention.regularizer_pool 3.*1, 2"),
 ])
 def test_invalid_configs_fail_at_creation_naming_the_valid_choices(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -311,3 +312,49 @@ def test_max_pool_matches_reduce_window():
     np.testing.assert_array_equal(max_pool(x, 2, 2), flax.linen.max_pool(x, (2, 2), (2, 2)))
     np.testing.assert_array_equal(max_pool(x, 3, 2, 1),
                                   flax.linen.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1))))
+
+
+def test_each_released_number_has_the_recipe_of_the_commit_that_produced_it():
+    """docs/method.md, section 6: (config, argument) -> (commit's network layout, WRN depth, AD,
+    Nesterov, the regulariser's mask pooling, dropout); the held-out validation split by default."""
+    from configs import cifar10, cifar100, dogs
+
+    runs = {(cifar10, None): ("authors_ea7d4af", 28, 3, False, 1, 0.0),        # 3.45%
+            (cifar10, "wrn40"): ("authors_ea7d4af", 40, 3, False, 1, 0.0),     # 3.46%
+            (cifar100, None): ("authors_ea7d4af", 40, 3, False, 1, 0.0),       # 17.8%
+            (cifar10, "dropout"): ("authors", 40, 3, True, 2, 0.3),            # 3.14% (8c87096)
+            (cifar10, "tip"): ("authors", 28, 3, True, 2, 0.0),                # 288ec61
+            (cifar10, "baseline"): ("zagoruyko", 28, 0, False, 2, 0.0),
+            (cifar100, "baseline,wrn28"): ("zagoruyko", 28, 0, False, 2, 0.0)}
+    for (module, arg), expected in runs.items():
+        config = module.get_config(arg)
+        model = create_model(config)
+        got = (config.model.layout, config.model.depth, model.spec.depth, config.optimizer.nesterov,
+               model.spec.regularizer_pool, config.model.dropout)
+        assert got == expected, (module.__name__, arg)
+        assert config.dataset.validation.protocol == "holdout" and not config.dataset.eval_split
+    assert "validation" not in cifar10.get_config("authors_protocol").dataset
+    assert create_model(dogs.get_config()).spec.regularizer_pool == 1                  # 0b671d5
+    assert create_model(dogs.get_config("tip")).spec.regularizer_pool == 2
+    for arg in ("tip,dropout", "wrn28,wrn40", "fancy"):
+        with pytest.raises(ValueError):
+            cifar10.get_config(arg)
+
+
+def test_bn_scale_init_uniform_draws_every_batch_norm_scale_and_nothing_else():
+    """'uniform' (PyTorch before 1.2): every BatchNorm scale U[0, 1), independently; 'ones'
+    leaves the parameters as they are; anything else fails at model creation."""
+    from wrna_jax.models.layers import initial_bn_scales
+
+    params = {"bn": {"scale": jnp.ones(512), "bias": jnp.zeros(512)}, "gate": {"bn": {"scale": jnp.ones(512)}},
+              "conv": {"kernel": jnp.ones((3, 3))}}
+    assert initial_bn_scales(params, jax.random.key(0), "ones") is params
+    drawn = initial_bn_scales(params, jax.random.key(0), "uniform")
+    for scale in (drawn["bn"]["scale"], drawn["gate"]["bn"]["scale"]):
+        assert 0 <= float(scale.min()) and float(scale.max()) < 1 and abs(float(scale.mean()) - 0.5) < 0.05
+    assert not np.array_equal(drawn["bn"]["scale"], drawn["gate"]["bn"]["scale"])
+    assert np.array_equal(drawn["bn"]["bias"], params["bn"]["bias"]) and np.all(drawn["conv"]["kernel"] == 1)
+    config = model_config()
+    config.model.bn_scale_init = "normal"
+    with pytest.raises(ValueError, match=r"model.bn_scale_init 'normal'.*'ones', 'uniform'"):
+        create_model(config)

@@ -21,6 +21,11 @@ from wrna_jax.models.attention import AttentionSpec, spatial_masks
 from wrna_jax.models.layers import batch_norm, conv, kaiming_normal
 from wrna_jax.models.outputs import AttentionOutput
 
+# The dtype of the masks' weighted sums over the positions (their inputs: the masks and the
+# per-position logits and scores). None: the compute dtype, which benchmarks/model_cost.py times
+# against float32.
+SUMS_DTYPE: Any = jnp.float32
+
 
 class RectifyModule(nn.Module):
     """K self-attended heads combined into one hypothesis (dev branch)."""
@@ -40,9 +45,12 @@ class RectifyModule(nn.Module):
         logits = layer(k * n, "output_conv").reshape(b, h, w, k, n)                # head-major channels
         scores = layer(k, "score_conv")
         # The convolutions run in the compute dtype; the masks, the weighted sums over the H*W
-        # positions and everything after them are float32.
-        head_logits = jnp.einsum("bhwk,bhwkn->bkn", masks, logits.astype(jnp.float32))
-        head_scores = jnp.einsum("bhwk,bhwk->bk", masks, scores.astype(jnp.float32))
+        # positions (SUMS_DTYPE) and everything after them are float32.
+        sums = SUMS_DTYPE or self.dtype
+        head_logits = jnp.einsum("bhwk,bhwkn->bkn", masks.astype(sums), logits.astype(sums),
+                                 preferred_element_type=jnp.float32)
+        head_scores = jnp.einsum("bhwk,bhwk->bk", masks.astype(sums), scores.astype(sums),
+                                 preferred_element_type=jnp.float32)
         mix = jax.nn.softmax(jnp.tanh(head_scores), axis=-1)                       # over the K heads
         hypothesis = jnp.einsum("bk,bkn->bn", mix, head_logits)
         return AttentionOutput(logits=hypothesis[:, None], confidences=None, masks=masks)
