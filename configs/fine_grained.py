@@ -2,14 +2,14 @@
 
 `released` (default) reproduces the authors' released fine-grained runs as their code ran then
 (dev branch, commit 0b671d5: `train_resnet.py` and `logs/fine_grained/*.json`; docs/method.md):
-the `attend_rectify`
-modules on layer3, layer2, layer1 (AD=3) with the dataset's AW, gate normalisation and output
-rule, SGD Nesterov 0.9, weight decay 1e-4, batch 128, backbone lr = 0.1 x head lr (modules, gate
-layer and classifier at the head lr), lr x0.1 after epochs 40 and 80, 100 epochs, no early stop,
-regulariser 1e-3 on the full (un-pooled) masks, and BatchNorm statistics over the per-GPU slices their DataParallel runs had
-(32 images; 16 for birds, trained on 8 GPUs). `tip` is the same recipe as the branch's last
-commit (288ec61) runs it: the regulariser on 2x2-pooled masks. `paper` is the paper's recipe (section 4.2): the
-`paper` module, AD=2, AW=2, batch 64, backbone lr 1e-3 and 10x on attention and classifier,
+the `attend_rectify` modules on layer3, layer2, layer1 (AD=3) with the dataset's AW, gate
+normalisation and output rule, SGD Nesterov 0.9, weight decay 1e-4, batch 128, backbone lr =
+0.1 x head lr (modules, gate layer and classifier at the head lr), lr x0.1 after epochs 40 and
+80, 100 epochs, no early stop, regulariser 1e-3 on the full (un-pooled) masks, and BatchNorm
+statistics over the per-GPU slices their DataParallel runs had (32 images; 16 for birds, trained
+on 8 GPUs). `tip` is the same recipe as the branch's last commit (288ec61) runs it: the
+regulariser on 2x2-pooled masks. `paper` is the paper's recipe (section 4.2): the `paper`
+module, AD=2, AW=2, batch 64, backbone lr 1e-3 and 10x on attention and classifier,
 halved every 30 epochs, 100 epochs, stop on a plateau (20 epochs without improvement).
 
 Both fine-tune torchvision's ImageNet WRN-50-2, `config.init_from` by name: downloaded once into

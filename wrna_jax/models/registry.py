@@ -29,8 +29,9 @@ class Backbone(nn.Module):
     `attach_points` maps an attach-point scheme to the names of those maps, deepest first:
     'deepest' (paper and master branch) is required, 'rectify' (dev branch) optional (it defaults
     to 'deepest'). `own_bn_points` names the attach points whose modules read the map through a
-    BatchNorm-ReLU of their own (none by default). `classifier` names the module holding the classifier, which trains at the head
-    learning rate and is left out when pretrained weights are loaded.
+    BatchNorm-ReLU of their own (none by default). `classifier` names the module holding the
+    classifier, which trains at the head learning rate and is left out when pretrained weights
+    are loaded.
     """
 
     num_classes: int
