@@ -2,6 +2,7 @@
 
 import flax
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -358,3 +359,29 @@ def test_bn_scale_init_uniform_draws_every_batch_norm_scale_and_nothing_else():
     config.model.bn_scale_init = "normal"
     with pytest.raises(ValueError, match=r"model.bn_scale_init 'normal'.*'ones', 'uniform'"):
         create_model(config)
+
+
+def test_bfloat16_keeps_the_rectify_sums_and_the_gates_in_float32():
+    """docs/method.md, 'Precision': with bfloat16 compute, the attend_rectify module's weighted
+    sums over positions ((B, K, N) logits and (B, K) scores) and the gate layer's dense product
+    (B, AD + 1) take float32 operands; the backbone's classifier (B, N) runs in bfloat16."""
+    batch, heads, classes, depth = 2, 3, 10, 2
+    model = create_model(model_config(preset="attend_rectify", ad=depth, aw=heads, num_classes=classes,
+                                      dtype="bfloat16"))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 40, 40, 1))))
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, jax.ShapeDtypeStruct((batch, 40, 40, 1), jnp.float32))
+
+    def products(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                yield eqn.outvars[0].aval.shape, {v.aval.dtype for v in eqn.invars}
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                yield from products(sub)
+
+    dtypes = {}
+    for shape, operands in products(jaxpr.jaxpr):
+        dtypes.setdefault(shape, set()).update(operands)
+    for shape in ((batch, heads, classes), (batch, heads), (batch, depth + 1)):
+        assert dtypes[shape] == {jnp.dtype(jnp.float32)}, shape
+    assert jnp.dtype(jnp.bfloat16) in dtypes[(batch, classes)]
