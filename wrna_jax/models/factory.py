@@ -144,6 +144,6 @@ def create_model(config: Mapping[str, Any]) -> AttentionNetwork:
     """
     backbone = create_backbone({**dict(config["model"]), "num_classes": num_classes(config)})
     spec = attention_spec(config["attention"], backbone, backbone.bn_group_size)
-    scale_init = _choose("model.bn_scale_init", config["model"].get("bn_scale_init") or "ones", BN_SCALE_INITS)
+    scale_init = _choose("model.bn_scale_init", config["model"]["bn_scale_init"] or "ones", BN_SCALE_INITS)
     return AttentionNetwork(backbone=backbone, spec=spec, num_classes=backbone.num_classes,
                             dtype=backbone.dtype, bn_scale_init=scale_init)

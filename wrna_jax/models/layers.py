@@ -19,10 +19,10 @@ semantics, so that the authors' recipes and converted PyTorch weights compute th
 from typing import Any, Sequence
 
 import flax.linen as nn
-from flax import traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from wrna_jax.models import convolution, normalization
 

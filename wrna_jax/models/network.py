@@ -11,8 +11,8 @@ The backbone's classifier is one more hypothesis (the first). Two families of mo
   output '50' the gated module output is averaged with the backbone's log-probabilities.
 
 A module at one of the backbone's `own_bn_points` reads its map through a BatchNorm-ReLU of its
-own (`pre_bn_<point>`). Without gates the hypotheses are averaged (with '50': the modules' mean, then averaged with the
-backbone). Depth 0 gives the plain backbone.
+own (`pre_bn_<point>`). Without gates the hypotheses are averaged (with '50': the modules' mean,
+then averaged with the backbone). Depth 0 gives the plain backbone.
 """
 
 from typing import Any
