@@ -19,11 +19,11 @@ import os
 import sys
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, median_time, time_train_step, torch_reference  # noqa: E402
+from benchmarks.common import (machine, median_time, one_pass_variance, time_train_step,  # noqa: E402
+                               torch_reference)
 from configs import cluttered_mnist  # noqa: E402
 from wrna_jax import parallel, xla_flags  # noqa: E402
 from wrna_jax.models import create_model, normalization  # noqa: E402
@@ -33,12 +33,6 @@ from wrna_jax.state import create_train_state  # noqa: E402
 VARIANTS = {"baseline (AD=0)": ("baseline", None, ("MasterMnistNet", 0)),
             "attention (AD=4, AW=2, released)": (None, None, ("MasterMnistNet", 4)),
             "attend_rectify (AD=4, AW=2, dev)": (None, "attend_rectify", ("DevMnistNet", 4))}
-
-
-def one_pass_variance(x, mean, centred, mean_of):
-    """E[x^2] - E[x]^2 (clipped at 0): the one-pass form, timed against the two-pass one."""
-    del centred
-    return jnp.maximum(mean_of(jnp.square(x)) - jnp.square(mean), 0.0)
 
 
 def jax_step_time(arg: str | None, preset: str | None, batch_size: int, repeats: int) -> float:

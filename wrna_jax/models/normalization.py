@@ -34,7 +34,7 @@ def normalize(x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
 def _variance(x: jax.Array, mean: jax.Array, centred: jax.Array, mean_of) -> jax.Array:
     """Biased variance (G, F) of (G, n, F) `x` from its per-group `mean` and `centred` = x - mean:
     the mean (`mean_of`, over the examples) of the squared deviations. The arguments also fit the
-    one-pass E[x^2] - E[x]^2, which benchmarks/train_step.py times against this."""
+    one-pass E[x^2] - E[x]^2, which benchmarks/train_step.py and cpu_lowerings.py time against this."""
     del x, mean
     return mean_of(jnp.square(centred))
 
