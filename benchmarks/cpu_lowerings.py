@@ -4,8 +4,9 @@ time at the cluttered-MNIST CNN's shapes (batch 128), in the same run:
 * conv1 (5x5, 1 -> 32 channels, 40x40 input): its input gradient, XLA's against the col2im one
   (models/convolution.py); conv2's (3x3, 32 -> 64, 18x18) forward pass, XLA's;
 * BatchNorm in training, forward and backward, on the 18x18x32 maps bn2 normalises (conv1
-  pooled): the plain form under autodiff against models/normalization.py; a per-channel sum
-  over such maps, jnp.sum against the product with a vector of ones;
+  pooled): the plain form under autodiff against models/normalization.py, and that with the
+  one-pass variance E[x^2] - E[x]^2 instead of the two-pass one; a per-channel sum over such
+  maps, jnp.sum against the product with a vector of ones;
 * 2x2 max pooling of conv1's output, forward and backward: flax's reduce_window against the
   reshape in models/layers.py.
 
@@ -22,7 +23,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, median_time  # noqa: E402
+from benchmarks.common import machine, median_time, one_pass_variance, traced_with  # noqa: E402
 
 BATCH = 128
 
@@ -68,6 +69,10 @@ def main() -> None:
          (grouped, g2)),
         ("", "products + closed form (ours)",
          jax.jit(lambda x, g: forward_backward(lambda x: normalization._normalize_products(x, scale, bias, 1e-5)[0], x, g)),
+         (grouped, g2)),
+        ("", "the same, one-pass variance",
+         jax.jit(traced_with(normalization, "_variance", one_pass_variance, lambda x, g: forward_backward(
+             lambda x: normalization._normalize_products(x, scale, bias, 1e-5)[0], x, g))),
          (grouped, g2)),
         ("per-channel sum (bn2 map)", "jnp.sum", jax.jit(lambda x: jnp.sum(x, axis=(0, 1, 2))), (maps,)),
         ("", "ones-product (ours)", jax.jit(lambda x: normalization._sums(x.reshape(1, -1, 32))), (maps,)),

@@ -2,6 +2,7 @@
 time of the plain backbone and of the three presets, as ratios measured in the same run.
 
     python benchmarks/model_cost.py [--wrn-batch 4] [--mnist-batch 128] [--repeats 5]
+    python benchmarks/model_cost.py --rectify-sums both [--dtype bfloat16]
 
 Models: WRN-50-2 at 224x224 with Stanford Dogs' 120 classes (the dev module's per-position
 logits grow with the classes) and the cluttered-MNIST CNN at 40x40; presets `paper` (AD=2, AW=2,
@@ -9,6 +10,10 @@ avg reduction), `released` (AD=3, AW=2, project reduction) and `attend_rectify` 
 the released dogs setting). Where torch is installed, the plain backbones' step is also timed in
 PyTorch in the same run (torchvision's WRN-50-2 layout and the authors' CNN, our transcriptions
 in tests/torch_reference.py; SGD, as many threads as cores) and the ratio printed.
+
+`--rectify-sums both` times only `attend_rectify`, in `--dtype`, twice in the same run: with the
+masks' weighted sums in float32 (as the code runs them, `rectify.SUMS_DTYPE`) and in the compute
+dtype.
 """
 
 import argparse
@@ -23,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.common import machine, median_time, time_train_step, torch_reference  # noqa: E402
 from configs import default  # noqa: E402
 from wrna_jax import parallel, xla_flags  # noqa: E402
-from wrna_jax.models import create_model  # noqa: E402
+from wrna_jax.models import create_model, rectify  # noqa: E402
 from wrna_jax.state import create_train_state  # noqa: E402
 
 VARIANTS = (("plain backbone", dict(depth=0)),
@@ -34,9 +39,10 @@ BACKBONES = {"WRN-50-2 @224": (dict(backbone="imagenet_resnet", depth=50, width=
              "cluttered-MNIST CNN @40": (dict(backbone="mnist_cnn", num_classes=10), (40, 40, 1))}
 
 
-def measure(model_fields: dict, attention: dict, shape: tuple, batch: int, repeats: int) -> dict:
+def measure(model_fields: dict, attention: dict, shape: tuple, batch: int, repeats: int,
+            dtype: str = "float32") -> dict:
     config = default.get_config()
-    config.model.update(model_fields)
+    config.model.update(model_fields, dtype=dtype)
     config.attention.update(attention)
     model = create_model(config)
     mesh = parallel.create_mesh(1)
@@ -76,15 +82,40 @@ def torch_plain_step(backbone: str, shape: tuple, batch: int, repeats: int) -> f
     return median_time(run, warmup=2, repeats=repeats)
 
 
+def compare_rectify_sums(dtype: str, batches: dict, repeats: int) -> None:
+    """attend_rectify's step with the weighted sums in float32 and in `dtype`, per backbone."""
+    attention = dict(VARIANTS)["attend_rectify AD=3 AW=2"]
+    print(f"\nattend_rectify AD=3 AW=2, {dtype} compute, median of {repeats}")
+    print(f"{'backbone':26s} {'batch':>5s} {'GFLOPs/img':>11s} {'f32 sums ms':>12s} {f'{dtype} sums ms':>16s} "
+          f"{'f32/other':>10s}")
+    for name, (fields, shape) in BACKBONES.items():
+        times = []
+        for sums in (jnp.float32, None):
+            rectify.SUMS_DTYPE = sums
+            r = measure(fields, attention, shape, batches[name], repeats, dtype)
+            times.append(r["step"])
+        rectify.SUMS_DTYPE = jnp.float32
+        print(f"{name:26s} {batches[name]:5d} {r['flops'] / 1e9:11.3f} {1000 * times[0]:12.1f} "
+              f"{1000 * times[1]:16.1f} {times[0] / times[1]:10.3f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wrn-batch", type=int, default=4)
     parser.add_argument("--mnist-batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rectify-sums", choices=("float32", "both"), default="float32",
+                        help="'both': only time attend_rectify with float32 and compute-dtype sums")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="bfloat16",
+                        help="compute dtype of --rectify-sums both")
     args = parser.parse_args()
     xla_flags.apply_cpu_defaults()
     print(f"machine: {machine()}")
     print(f"XLA_FLAGS: {os.environ.get('XLA_FLAGS', '')}")
+    if args.rectify_sums == "both":
+        batches = {name: args.wrn_batch if "WRN" in name else args.mnist_batch for name in BACKBONES}
+        compare_rectify_sums(args.dtype, batches, args.repeats)
+        return
     for name, (fields, shape) in BACKBONES.items():
         batch = args.wrn_batch if "WRN" in name else args.mnist_batch
         print(f"\n{name}, train step at batch {batch}, float32, median of {args.repeats}")

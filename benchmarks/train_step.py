@@ -3,7 +3,11 @@ in PyTorch, measured in the same run: the plain CNN (AD=0), the default attentio
 master module) and the dev branch's module (attend_rectify, AD=4, AW=2). Batch 128 of 40x40
 images, float32, SGD with momentum, on this machine's cores.
 
-    python benchmarks/train_step.py [--batch 128] [--repeats 20]
+    python benchmarks/train_step.py [--batch 128] [--repeats 20] [--bn-variance both]
+
+`--bn-variance both` times our side twice in the same run: with the BatchNorm variance as the
+code computes it (two passes, `normalization._variance`) and with the one-pass E[x^2] - E[x]^2
+it replaced, so their ratio is measured on one machine state.
 
 PyTorch's side is our transcription of the authors' networks (tests/torch_reference.py), its
 `torch.optim.SGD` step, with as many threads as JAX's CPU backend uses (benchmarks/common.py);
@@ -18,10 +22,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.common import machine, median_time, time_train_step, torch_reference  # noqa: E402
+from benchmarks.common import (machine, median_time, one_pass_variance, time_train_step,  # noqa: E402
+                               torch_reference)
 from configs import cluttered_mnist  # noqa: E402
 from wrna_jax import parallel, xla_flags  # noqa: E402
-from wrna_jax.models import create_model  # noqa: E402
+from wrna_jax.models import create_model, normalization  # noqa: E402
 from wrna_jax.state import create_train_state  # noqa: E402
 
 # name -> (config argument, attention preset, torch network: (class name, AD))
@@ -68,6 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--bn-variance", choices=("two-pass", "both"), default="two-pass",
+                        help="'both': also time ours with the one-pass BatchNorm variance")
     args = parser.parse_args()
     xla_flags.apply_cpu_defaults()
     reference = torch_reference()
@@ -87,6 +94,17 @@ def main() -> None:
             theirs = torch_step_time(reference, network, args.batch, args.repeats)
             line += f" {1000 * theirs:11.1f} {args.batch / theirs:7.0f} {ours / theirs:13.2f}"
         print(line, flush=True)
+    if args.bn_variance == "both":
+        print(f"{'network':36s} {'two-pass ms':>12s} {'one-pass ms':>12s} {'two/one':>8s}")
+        two_pass = normalization._variance
+        for name, (arg, preset, _) in VARIANTS.items():
+            times = []
+            for variance in (two_pass, one_pass_variance):
+                normalization._variance = variance
+                times.append(jax_step_time(arg, preset, args.batch, args.repeats))
+            normalization._variance = two_pass
+            print(f"{name:36s} {1000 * times[0]:12.1f} {1000 * times[1]:12.1f} {times[0] / times[1]:8.3f}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,9 @@ def get_config() -> ml_collections.ConfigDict:
         bn_group_size=ml_collections.config_dict.placeholder(int),
         stn=ml_collections.config_dict.placeholder(bool),  # mnist_cnn: spatial transformer in front (None: off)
         conv_bias=False,          # mnist_cnn: conv biases (only to import checkpoints of old code)
+        # BatchNorm scales start at 1 (None, 'ones': PyTorch >= 1.2) or U[0, 1) ('uniform': PyTorch
+        # before 1.2, which the authors ran).
+        bn_scale_init=ml_collections.config_dict.placeholder(str),
     ))
 
     config.attention = ml_collections.ConfigDict(dict(
@@ -83,6 +86,7 @@ def get_config() -> ml_collections.ConfigDict:
         gate_fn=ml_collections.config_dict.placeholder(str),   # 'softmax' | 'sigmoid'
         output=ml_collections.config_dict.placeholder(str),    # 'all' | '50' (attend_rectify)
         regularizer_norm=ml_collections.config_dict.placeholder(str),
+        regularizer_pool=ml_collections.config_dict.placeholder(int),  # masks pooled 1x1 | 2x2 first
     ))
 
     config.optimizer = ml_collections.ConfigDict(dict(

@@ -1,13 +1,15 @@
 """Shared recipe of the fine-grained configs (dogs.py, birds.py, ...): WRN-50-2 + attention.
 
-`released` (default) reproduces the authors' released fine-grained runs (their dev branch,
-288ec61: `train_resnet.py` and `logs/fine_grained/*.json`; docs/method.md): the `attend_rectify`
-modules on layer3, layer2, layer1 (AD=3) with the dataset's AW, gate normalisation and output
-rule, SGD Nesterov 0.9, weight decay 1e-4, batch 128, backbone lr = 0.1 x head lr (modules, gate
-layer and classifier at the head lr), lr x0.1 after epochs 40 and 80, 100 epochs, no early stop,
-regulariser 1e-3, and BatchNorm statistics over the per-GPU slices their DataParallel runs had
-(32 images; 16 for birds, trained on 8 GPUs). `paper` is the paper's recipe (section 4.2): the
-`paper` module, AD=2, AW=2, batch 64, backbone lr 1e-3 and 10x on attention and classifier,
+`released` (default) reproduces the authors' released fine-grained runs as their code ran then
+(dev branch, commit 0b671d5: `train_resnet.py` and `logs/fine_grained/*.json`; docs/method.md):
+the `attend_rectify` modules on layer3, layer2, layer1 (AD=3) with the dataset's AW, gate
+normalisation and output rule, SGD Nesterov 0.9, weight decay 1e-4, batch 128, backbone lr =
+0.1 x head lr (modules, gate layer and classifier at the head lr), lr x0.1 after epochs 40 and
+80, 100 epochs, no early stop, regulariser 1e-3 on the full (un-pooled) masks, and BatchNorm
+statistics over the per-GPU slices their DataParallel runs had (32 images; 16 for birds, trained
+on 8 GPUs). `tip` is the same recipe as the branch's last commit (288ec61) runs it: the
+regulariser on 2x2-pooled masks. `paper` is the paper's recipe (section 4.2): the `paper`
+module, AD=2, AW=2, batch 64, backbone lr 1e-3 and 10x on attention and classifier,
 halved every 30 epochs, 100 epochs, stop on a plateau (20 epochs without improvement).
 
 Both fine-tune torchvision's ImageNet WRN-50-2, `config.init_from` by name: downloaded once into
@@ -22,7 +24,7 @@ import ml_collections
 
 from configs import default
 
-RECIPES = ("released", "paper")
+RECIPES = ("released", "tip", "paper")
 # The released runs (their logs' lr, attention_width, attention_type, attention_output, and
 # batch 128 / ngpu -> BatchNorm group) and our choice for the datasets without one (Food-101,
 # Adience: head lr 0.1 and AW 2 as for birds, with softmax gates); extra dataset fields last.
@@ -50,8 +52,8 @@ def for_dataset(dataset: str) -> Callable[[str | None], ml_collections.ConfigDic
 
 
 def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
-    """The config for `dataset`; `arg` (the config file's argument) is the recipe, None/'released'
-    or 'paper', and/or 'authors_protocol', comma-separated (e.g. configs/dogs.py:paper,authors_protocol).
+    """The config for `dataset`; `arg` (the config file's argument) is the recipe, None/'released',
+    'tip' or 'paper', and/or 'authors_protocol', comma-separated (e.g. configs/dogs.py:paper,authors_protocol).
 
     Model selection: by default the best checkpoint and early stopping use a validation split held
     out of train (10% of each class, wrna_jax/data/holdout.py) and eval.py evaluates test once;
@@ -91,8 +93,10 @@ def get_config(dataset: str, arg: str | None) -> ml_collections.ConfigDict:
     config.log_every_steps = 20
     config.eval_every_epochs = 1
     config.init_from = init_from
-    if recipe == "released":
+    if recipe in ("released", "tip"):
         config.attention.update(preset="attend_rectify", depth=3, width=width, gate_fn=gate_fn, output=output)
+        if recipe == "released":
+            config.attention.regularizer_pool = 1
         config.model.bn_group_size = bn_group_size
         config.batch_size = 128
         config.optimizer.learning_rate = round(0.1 * head_lr, 12)

@@ -56,8 +56,9 @@ def update_mismatches(before: Mapping[str, np.ndarray], a: Mapping[str, np.ndarr
     examples), plus the float32 rounding of storing both results, 2 u (||a|| + ||b||), plus for
     BatchNorm running statistics the worst-case error of
     the batch statistics they were updated with: a batch mean of n <= `reduction_size` values x
-    is within gamma(n) E|x| <= gamma(n) sqrt(E x^2) of exact, a (fast) batch variance
-    E x^2 - (E x)^2 within 3 gamma(n) E x^2, and the running statistic moves by (1 - momentum)
+    is within gamma(n) E|x| <= gamma(n) sqrt(E x^2) of exact, a batch variance (two-pass, or the
+    one-pass E x^2 - (E x)^2 of other implementations) within 3 gamma(n) E x^2, and the running
+    statistic moves by (1 - momentum)
     times them. E x^2 of each channel is recovered from the two updated statistics. This is what
     makes statistics that are zero up to rounding (the mean of a BatchNorm's output fed through a
     linear layer, say) comparable at all.

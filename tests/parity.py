@@ -3,7 +3,10 @@ tests/golden/make_golden.py (which writes the golden files with tests/torch_refe
 
 A setting is a network (the master branch's cluttered-MNIST CNN at AD = 1, 2, 5, or the dev
 branch's modules and gate layer on WRN-50-2-shaped feature maps at the four released
-fine-grained settings), its weights and its batches. Weights and batches are drawn here with
+fine-grained settings: dogs, cars and food as the code of commit 0b671d5 that ran them, with the
+regulariser on the full masks; birds as the branch's last commit 288ec61, on 2x2-pooled masks;
+or the CIFAR attention WRN of commit ea7d4af, a WRN-10-1 on 8x8 images, whole), its weights and
+its batches. Weights and batches are drawn here with
 numpy from a fixed seed (weights as the authors initialise them: kaiming normal over fan_in,
 PyTorch's defaults for biases and master's conv_reduce; BatchNorm affine parameters and running
 statistics randomised so that they matter), in PyTorch's names and layouts, so the golden files
@@ -36,12 +39,13 @@ PROJECTIONS = 8
 SEED = 20260301
 
 MNIST_SETTINGS = {f"mnist_ad{ad}": dict(depth=ad, heads=2, batch=8) for ad in (1, 2, 5)}
-# (classes, heads, gate normalisation, output rule, head lr) of the released logs (dev branch).
+# (classes, heads, gate normalisation, output rule, head lr) of the released logs (dev branch), and
+# the regulariser's mask pooling of the commit each setting follows (0b671d5: 1, 288ec61: 2).
 DEV_SETTINGS = {
-    "dev_dogs": dict(classes=120, heads=2, gate_fn="softmax", output="all", lr=0.005),
-    "dev_birds": dict(classes=200, heads=2, gate_fn="sigmoid", output="50", lr=0.1),
-    "dev_cars": dict(classes=196, heads=4, gate_fn="softmax", output="all", lr=0.2),
-    "dev_food": dict(classes=100, heads=2, gate_fn="softmax", output="all", lr=0.2),
+    "dev_dogs": dict(classes=120, heads=2, gate_fn="softmax", output="all", lr=0.005, pool=1),
+    "dev_birds": dict(classes=200, heads=2, gate_fn="sigmoid", output="50", lr=0.1, pool=2),
+    "dev_cars": dict(classes=196, heads=4, gate_fn="softmax", output="all", lr=0.2, pool=1),
+    "dev_food": dict(classes=100, heads=2, gate_fn="softmax", output="all", lr=0.2, pool=1),
 }
 # WRN-50-2's layer1..layer3 channels and pooled width; the maps of a 56-pixel image (7 x 7 at
 # layer2, an odd size, so the regulariser's 2x2 pooling drops a row and a column).
@@ -49,6 +53,9 @@ DEV_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024}
 DEV_SIZES = {"layer1": 14, "layer2": 7, "layer3": 4}
 DEV_BATCH = 3
 MNIST_MAPS = {1: (32, 18), 2: (64, 8), 3: (128, 6), 4: (128, 6), 5: (128, 4)}
+# The CIFAR attention network of commit ea7d4af (models/wide_resnet_cifar_painless.py,
+# modules/attention.py, train_cifar_attention.py), as small as it goes: WRN-10-1, AD = 3.
+CIFAR_SETTINGS = {"cifar_ea7d4af": dict(depth=10, width=1, classes=10, heads=2, batch=4, size=8)}
 
 
 def _rng(name: str, *tags: Any) -> np.random.Generator:
@@ -115,7 +122,8 @@ def mnist_state_dict(setting: str) -> dict[str, np.ndarray]:
 
 def dev_state_dict(setting: str) -> dict[str, np.ndarray]:
     """The dev branch's attention modules att0..att2, gate layer and classifier (models/
-    wide_resnet_attention.py and modules/attention.py at 288ec61), without the backbone."""
+    wide_resnet_attention.py and modules/attention.py, the same at 0b671d5 and 288ec61 but for
+    the regulariser), without the backbone."""
     s = DEV_SETTINGS[setting]
     rng = _rng(setting, "weights")
     sd: dict[str, np.ndarray] = {}
@@ -130,6 +138,107 @@ def dev_state_dict(setting: str) -> dict[str, np.ndarray]:
     _bn(sd, rng, "output_gate.bn", gates)
     _linear(sd, rng, "linear", s["classes"], 2048)
     return sd
+
+
+def _widths(s: Mapping[str, Any]) -> list[int]:
+    return [16 * s["width"] * 2 ** g for g in range(3)]
+
+
+def cifar_state_dict(setting: str) -> dict[str, np.ndarray]:
+    """WideResNetAttention of models/wide_resnet_cifar_painless.py at ea7d4af: `conv0`,
+    `group_{g}.block_{i}.{bn0,conv0,bn1,conv1,conv_reduce}`, `bn`, `classifier`, modules
+    `att{g}` with `pre_bn{g}` (created for every attended group, read for g < 2), `output_gate`."""
+    s = CIFAR_SETTINGS[setting]
+    rng = _rng(setting, "weights")
+    sd: dict[str, np.ndarray] = {"conv0.weight": _kaiming(rng, (16, 3, 3, 3))}
+    inp = 16
+    for g, out in enumerate(_widths(s)):
+        for i in range((s["depth"] - 4) // 6):
+            ni, p = inp if i == 0 else out, f"group_{g}.block_{i}"
+            _bn(sd, rng, f"{p}.bn0", ni)
+            sd[f"{p}.conv0.weight"] = _kaiming(rng, (out, ni, 3, 3))
+            _bn(sd, rng, f"{p}.bn1", out)
+            sd[f"{p}.conv1.weight"] = _kaiming(rng, (out, out, 3, 3))
+            if ni != out:
+                sd[f"{p}.conv_reduce.weight"] = _kaiming(rng, (out, ni, 1, 1))
+        inp = out
+    _bn(sd, rng, "bn", inp)
+    _linear(sd, rng, "classifier", s["classes"], inp)
+    heads = s["heads"]
+    for g, c in enumerate(_widths(s)):
+        sd[f"att{g}.att_head.conv.weight"] = _kaiming(rng, (heads, c, 3, 3))
+        sd[f"att{g}.att_head.diag"] = (1 - np.eye(heads)).reshape(1, heads, heads).astype(np.float32)
+        sd[f"att{g}.out_head.conv.weight"] = _kaiming(rng, (heads * s["classes"], c, 3, 3))
+        sd[f"att{g}.score.conv.weight"] = _kaiming(rng, (heads, c, 3, 3))
+        _bn(sd, rng, f"pre_bn{g}", c)
+    sd["output_gate.gates.weight"] = _kaiming(rng, (4, inp))
+    _bn(sd, rng, "output_gate.bn", 4)
+    return sd
+
+
+def cifar_batches(setting: str) -> list[dict[str, np.ndarray]]:
+    """Two batches of normalised-image-like inputs, NHWC, with labels."""
+    s, rng = CIFAR_SETTINGS[setting], _rng(setting, "batches")
+    return [{"image": rng.standard_normal((s["batch"], s["size"], s["size"], 3)).astype(np.float32),
+             "label": rng.integers(0, s["classes"], s["batch"]).astype(np.int32)} for _ in range(2)]
+
+
+def cifar_config(setting: str):
+    """configs/cifar10.py's default recipe (ea7d4af) at the setting's size, float32, the batch
+    as one BatchNorm group."""
+    from configs import cifar10
+
+    s = CIFAR_SETTINGS[setting]
+    config = cifar10.get_config("authors_protocol")
+    config.model.update(depth=s["depth"], width=s["width"], num_classes=s["classes"], dtype="float32",
+                        bn_group_size=None)
+    config.attention.width = s["heads"]
+    config.batch_size = s["batch"]
+    config.schedule.kind = "constant"
+    return config
+
+
+def cifar_converter(setting: str) -> Callable[[Mapping[str, np.ndarray]], dict]:
+    """ea7d4af's state dict (or gradients in its names) -> our variables. Their gates' rows follow
+    their outputs, att0, att1, att2, classifier; ours the hypotheses, backbone, group3, group2,
+    group1: the rows are reversed. `pre_bn2`, which their forward pass never reads, is left out."""
+    s = CIFAR_SETTINGS[setting]
+    names = {"conv0": "backbone/conv1", "bn": "backbone/bn", "classifier": "backbone/fc",
+             "output_gate.gates": "output_gate/gate", "output_gate.bn": "output_gate/bn"}
+    for g in range(3):
+        names[f"att{g}.att_head.conv"] = f"att_group{g + 1}/mask_conv"
+        names[f"att{g}.out_head.conv"] = f"att_group{g + 1}/output_conv"
+        names[f"att{g}.score.conv"] = f"att_group{g + 1}/score_conv"
+        if g < 2:
+            names[f"pre_bn{g}"] = f"pre_bn_group{g + 1}"
+        for i in range((s["depth"] - 4) // 6):
+            p, q = f"group_{g}.block_{i}", f"backbone/group{g + 1}_{i}"
+            names.update({f"{p}.bn0": f"{q}/bn1", f"{p}.conv0": f"{q}/conv1", f"{p}.bn1": f"{q}/bn2",
+                          f"{p}.conv1": f"{q}/conv2", f"{p}.conv_reduce": f"{q}/shortcut"})
+    leaves = {"weight": ("params", "scale"), "bias": ("params", "bias"),
+              "running_mean": ("batch_stats", "mean"), "running_var": ("batch_stats", "var")}
+
+    def convert(sd):
+        out: dict[str, dict] = {"params": {}, "batch_stats": {}}
+        for key, value in sd.items():
+            module, leaf = key.rsplit(".", 1)
+            if module not in names or leaf == "num_batches_tracked":
+                continue
+            value = np.asarray(value, np.float32)
+            if module.startswith("output_gate"):
+                value = value[::-1]
+            if value.ndim == 4:
+                collection, name, value = "params", "kernel", value.transpose(2, 3, 1, 0)
+            elif value.ndim == 2:
+                collection, name, value = "params", "kernel", value.T
+            elif names[module].startswith("backbone/fc") or leaf != "weight" and leaf not in leaves:
+                collection, name = "params", leaf
+            else:
+                collection, name = leaves[leaf]
+            out[collection][f"{names[module]}/{name}"] = jnp.asarray(np.ascontiguousarray(value))
+        return {c: flax.traverse_util.unflatten_dict(v, sep="/") for c, v in out.items()}
+
+    return convert
 
 
 def momentum_buffers(setting: str, sd: Mapping[str, np.ndarray], parameters: list[str]) -> dict[str, np.ndarray]:
@@ -215,7 +324,7 @@ def dev_config(setting: str):
     config = default.get_config()
     config.model.update(num_classes=s["classes"])
     config.attention.update(preset="attend_rectify", depth=3, width=s["heads"], gate_fn=s["gate_fn"],
-                            output=s["output"])
+                            output=s["output"], regularizer_pool=s["pool"])
     config.optimizer.update(learning_rate=0.1 * s["lr"], head_lr_multiplier=10.0, momentum=0.9, nesterov=True,
                             weight_decay=1e-4)
     config.schedule.kind = "constant"
@@ -231,6 +340,9 @@ def model_and_converter(setting: str) -> tuple[Any, Any, Callable[[Mapping[str, 
     from wrna_jax.models import state_dicts as mapping
     from wrna_jax.weights import released
 
+    if setting in CIFAR_SETTINGS:
+        config = cifar_config(setting)
+        return config, create_model(config), cifar_converter(setting)
     if setting in MNIST_SETTINGS:
         config = mnist_config(setting)
         model = create_model(config)
@@ -348,10 +460,14 @@ def reordered(batches: list[dict[str, np.ndarray]], seed: int) -> list[dict[str,
 
 
 def state_dict(setting: str) -> dict[str, np.ndarray]:
+    if setting in CIFAR_SETTINGS:
+        return cifar_state_dict(setting)
     return mnist_state_dict(setting) if setting in MNIST_SETTINGS else dev_state_dict(setting)
 
 
 def batches(setting: str) -> list[dict[str, np.ndarray]]:
+    if setting in CIFAR_SETTINGS:
+        return cifar_batches(setting)
     return mnist_batches(setting) if setting in MNIST_SETTINGS else dev_batches(setting)
 
 

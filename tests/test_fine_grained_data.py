@@ -347,8 +347,8 @@ def test_cifar_augmentation_crops_a_reflection_padded_image_and_keeps_the_shape(
     padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="reflect")  # the authors' np.pad
     windows = {(y, x, flip): np.asarray(padded[y:y + 32, x:x + 32][:, ::-1] if flip else padded[y:y + 32, x:x + 32])
                for y in range(9) for x in range(9) for flip in (False, True)}
-    preprocess = preprocessing.CifarPreprocess(train=True, mean=catalogue.CIFAR10_MEAN, std=catalogue.CIFAR10_STD)
-    normalise = lambda a: (a / 255.0 - np.array(catalogue.CIFAR10_MEAN)) / np.array(catalogue.CIFAR10_STD)
+    preprocess = preprocessing.CifarPreprocess(train=True, mean=catalogue.CIFAR_MEAN, std=catalogue.CIFAR_STD)
+    normalise = lambda a: (a / 255.0 - np.array(catalogue.CIFAR_MEAN)) / np.array(catalogue.CIFAR_STD)
     seen = set()
     for index in range(16):
         out = preprocess({"image": tf.constant(image), "label": 3, "rng": tf.constant([1, index], tf.int64)})
@@ -359,9 +359,9 @@ def test_cifar_augmentation_crops_a_reflection_padded_image_and_keeps_the_shape(
         seen.add(match[0])
     assert len(seen) > 8  # random offsets and flips
     white = tf.fill([32, 32, 3], tf.constant(255, tf.uint8))
-    evaluation = preprocessing.CifarPreprocess(train=False, mean=catalogue.CIFAR10_MEAN,
-                                               std=catalogue.CIFAR10_STD)({"image": white, "label": 3})
-    expected = (1 - np.array(catalogue.CIFAR10_MEAN)) / np.array(catalogue.CIFAR10_STD)
+    evaluation = preprocessing.CifarPreprocess(train=False, mean=catalogue.CIFAR_MEAN,
+                                               std=catalogue.CIFAR_STD)({"image": white, "label": 3})
+    expected = (1 - np.array(catalogue.CIFAR_MEAN)) / np.array(catalogue.CIFAR_STD)
     np.testing.assert_allclose(evaluation["image"], np.broadcast_to(expected, (32, 32, 3)),
                                rtol=1e-6)
 

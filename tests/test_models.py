@@ -2,12 +2,13 @@
 
 import flax
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from conftest import model_config
-from numerics import U_BFLOAT16, assert_close_to, gamma, probable_error
+from numerics import U_BFLOAT16, U_FLOAT32, assert_close_to, gamma, probable_error
 from wrna_jax.models import create_model, gated_combination
 from wrna_jax.state import init_variables
 
@@ -168,6 +169,7 @@ def test_bfloat16_forward_matches_float32(backbone, size, channels, ad):
     (dict(backbone="cifar_wrn", depth=27), r"model.depth=27 is not a valid WRN depth"),
     (dict(backbone="cifar_wrn", ad=4), r"3 attach points \('group3', 'group2', 'group1'\)"),
     (dict(backbone="imagenet_resnet", depth=34), r"Unknown model.depth for imagenet_resnet 34.*50, 101, 152"),
+    (dict(regularizer_pool=3), r"Unknown attention.regularizer_pool 3.*1, 2"),
 ])
 def test_invalid_configs_fail_at_creation_naming_the_valid_choices(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -261,6 +263,32 @@ def test_batch_norm_by_products_matches_the_plain_form_and_float64(groups, stati
             assert np.all(np.abs(got - want) <= 8 * gamma(n * groups) * magnitude), (form, name)
 
 
+def test_batch_norm_statistics_are_float32_exact_when_the_mean_dwarfs_the_spread():
+    """Both forms' batch statistics at |mean| / std = 100 (where E[x^2] - E[x]^2 would lose about
+    four digits) against float64. Derived bound (Higham, section 4.2): the computed mean is within
+    e = (gamma(n) + 2u) mean|x| of exact; the deviations x - mean are then off by at most e each,
+    which adds at most e^2 to the variance (their exact sum is zero), and subtracting, squaring,
+    summing n non-negative terms and dividing add gamma(n) + 4u relatively. With n = 8 examples per
+    group that bound is below 1e-6 relative."""
+    from wrna_jax.models import normalization
+
+    groups, n, features, ratio = 4, 8, 16, 100.0
+    rng = np.random.default_rng(0)
+    std = rng.uniform(0.5, 2.0, features)
+    x = (ratio * std * rng.choice([-1.0, 1.0], features) + std * rng.standard_normal((groups, n, features)))
+    x = x.astype(np.float32)
+    exact = np.asarray(x, np.float64)
+    mean, var = exact.mean(1), exact.var(1)
+    e = (gamma(n) + 2 * U_FLOAT32) * np.abs(exact).mean(1)
+    var_bound = e ** 2 / var + gamma(n) + 5 * U_FLOAT32
+    assert np.all(var_bound < 1e-6)
+    ones, zeros = jnp.ones(features), jnp.zeros(features)
+    for form in (normalization._normalize_products, normalization._normalize_plain):
+        _, got_mean, got_var = jax.jit(lambda x: form(x, ones, zeros, 1e-5))(x)
+        assert np.all(np.abs(np.asarray(got_mean, np.float64) - mean) <= e), form.__name__
+        assert np.all(np.abs(np.asarray(got_var, np.float64) / var - 1) <= var_bound), form.__name__
+
+
 def test_mnist_cnn_trains_through_the_cpu_lowerings():
     """The model really runs them (flax passes unit dilations and every BatchNorm goes through
     normalization.normalize): conv1's custom input gradient and the BatchNorms' custom gradients
@@ -285,3 +313,75 @@ def test_max_pool_matches_reduce_window():
     np.testing.assert_array_equal(max_pool(x, 2, 2), flax.linen.max_pool(x, (2, 2), (2, 2)))
     np.testing.assert_array_equal(max_pool(x, 3, 2, 1),
                                   flax.linen.max_pool(x, (3, 3), (2, 2), padding=((1, 1), (1, 1))))
+
+
+def test_each_released_number_has_the_recipe_of_the_commit_that_produced_it():
+    """docs/method.md, section 6: (config, argument) -> (commit's network layout, WRN depth, AD,
+    Nesterov, the regulariser's mask pooling, dropout); the held-out validation split by default."""
+    from configs import cifar10, cifar100, dogs
+
+    runs = {(cifar10, None): ("authors_ea7d4af", 28, 3, False, 1, 0.0),        # 3.45%
+            (cifar10, "wrn40"): ("authors_ea7d4af", 40, 3, False, 1, 0.0),     # 3.46%
+            (cifar100, None): ("authors_ea7d4af", 40, 3, False, 1, 0.0),       # 17.8%
+            (cifar10, "dropout"): ("authors", 40, 3, True, 2, 0.3),            # 3.14% (8c87096)
+            (cifar10, "tip"): ("authors", 28, 3, True, 2, 0.0),                # 288ec61
+            (cifar10, "baseline"): ("zagoruyko", 28, 0, False, 2, 0.0),
+            (cifar100, "baseline,wrn28"): ("zagoruyko", 28, 0, False, 2, 0.0)}
+    for (module, arg), expected in runs.items():
+        config = module.get_config(arg)
+        model = create_model(config)
+        got = (config.model.layout, config.model.depth, model.spec.depth, config.optimizer.nesterov,
+               model.spec.regularizer_pool, config.model.dropout)
+        assert got == expected, (module.__name__, arg)
+        assert config.dataset.validation.protocol == "holdout" and not config.dataset.eval_split
+    assert "validation" not in cifar10.get_config("authors_protocol").dataset
+    assert create_model(dogs.get_config()).spec.regularizer_pool == 1                  # 0b671d5
+    assert create_model(dogs.get_config("tip")).spec.regularizer_pool == 2
+    for arg in ("tip,dropout", "wrn28,wrn40", "fancy"):
+        with pytest.raises(ValueError):
+            cifar10.get_config(arg)
+
+
+def test_bn_scale_init_uniform_draws_every_batch_norm_scale_and_nothing_else():
+    """'uniform' (PyTorch before 1.2): every BatchNorm scale U[0, 1), independently; 'ones'
+    leaves the parameters as they are; anything else fails at model creation."""
+    from wrna_jax.models.layers import initial_bn_scales
+
+    params = {"bn": {"scale": jnp.ones(512), "bias": jnp.zeros(512)}, "gate": {"bn": {"scale": jnp.ones(512)}},
+              "conv": {"kernel": jnp.ones((3, 3))}}
+    assert initial_bn_scales(params, jax.random.key(0), "ones") is params
+    drawn = initial_bn_scales(params, jax.random.key(0), "uniform")
+    for scale in (drawn["bn"]["scale"], drawn["gate"]["bn"]["scale"]):
+        assert 0 <= float(scale.min()) and float(scale.max()) < 1 and abs(float(scale.mean()) - 0.5) < 0.05
+    assert not np.array_equal(drawn["bn"]["scale"], drawn["gate"]["bn"]["scale"])
+    assert np.array_equal(drawn["bn"]["bias"], params["bn"]["bias"]) and np.all(drawn["conv"]["kernel"] == 1)
+    config = model_config()
+    config.model.bn_scale_init = "normal"
+    with pytest.raises(ValueError, match=r"model.bn_scale_init 'normal'.*'ones', 'uniform'"):
+        create_model(config)
+
+
+def test_bfloat16_keeps_the_rectify_sums_and_the_gates_in_float32():
+    """docs/method.md, 'Precision': with bfloat16 compute, the attend_rectify module's weighted
+    sums over positions ((B, K, N) logits and (B, K) scores) and the gate layer's dense product
+    (B, AD + 1) take float32 operands; the backbone's classifier (B, N) runs in bfloat16."""
+    batch, heads, classes, depth = 2, 3, 10, 2
+    model = create_model(model_config(preset="attend_rectify", ad=depth, aw=heads, num_classes=classes,
+                                      dtype="bfloat16"))
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 40, 40, 1))))
+    jaxpr = jax.make_jaxpr(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"]))(
+        variables, jax.ShapeDtypeStruct((batch, 40, 40, 1), jnp.float32))
+
+    def products(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "dot_general":
+                yield eqn.outvars[0].aval.shape, {v.aval.dtype for v in eqn.invars}
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                yield from products(sub)
+
+    dtypes = {}
+    for shape, operands in products(jaxpr.jaxpr):
+        dtypes.setdefault(shape, set()).update(operands)
+    for shape in ((batch, heads, classes), (batch, heads), (batch, depth + 1)):
+        assert dtypes[shape] == {jnp.dtype(jnp.float32)}, shape
+    assert jnp.dtype(jnp.bfloat16) in dtypes[(batch, classes)]

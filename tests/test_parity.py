@@ -22,13 +22,16 @@ from numerics import U_FLOAT32, probable_error
 # (longest reduction, chained reductions in the forward pass) of each network: the master MNIST
 # CNN's input BatchNorm over 8 x 40 x 40 values through ~10 layers; the dev modules' 3x3
 # convolutions over 1,024 x 9 inputs, their attention sums, the gate layer and the combination.
-NETWORKS = {"mnist": (8 * 40 * 40, 10), "dev": (1024 * 9, 4)}
+# The ea7d4af CIFAR WRN-10-1: 3x3 convolutions over up to 64 x 9 inputs and BatchNorms over
+# 4 x 8 x 8 values, through ~14 layers (stem, 3 blocks, BN, module, gate, combination).
+NETWORKS = {"mnist": (8 * 40 * 40, 10), "dev": (1024 * 9, 4), "cifar": (64 * 9, 14)}
 NOISE_FACTOR = 4.0
 
 
 def bounds(setting: str) -> tuple[float, float]:
     """(forward, backward) relative error bounds of the setting's network."""
-    n, layers = NETWORKS["mnist" if setting in parity.MNIST_SETTINGS else "dev"]
+    family = "mnist" if setting in parity.MNIST_SETTINGS else "cifar" if setting in parity.CIFAR_SETTINGS else "dev"
+    n, layers = NETWORKS[family]
     return probable_error(n, layers), probable_error(n, 2 * layers)
 
 
@@ -75,7 +78,7 @@ def computed():
     return get
 
 
-SETTINGS = [*parity.MNIST_SETTINGS, *parity.DEV_SETTINGS]
+SETTINGS = [*parity.MNIST_SETTINGS, *parity.DEV_SETTINGS, *parity.CIFAR_SETTINGS]
 
 
 @pytest.mark.parametrize("setting", SETTINGS)

@@ -3,8 +3,13 @@ their code at the commits it names), and what they compute for a parity setting 
 
 * `MasterMnistNet`: models/attention_net.py and modules/attention.py at 4b8ed88 (one softmax per
   head) with the `g_out` gate module.
-* `DevHeads`: the dev branch's (288ec61) attention modules, gate layer and classifier on given
-  feature maps and pooled features (the WRN-50-2 backbone left out), with its aggregation rules.
+* `DevHeads`: the dev branch's attention modules, gate layer and classifier on given feature
+  maps and pooled features (the WRN-50-2 backbone left out), with its aggregation rules; the
+  regulariser on the full masks as at 0b671d5 (`pool=1`) or on 2x2-pooled ones as at 288ec61.
+* `Ea7d4afCifarNet`: the CIFAR attention WRN of commit ea7d4af (models/wide_resnet_cifar_painless.py
+  and modules/attention.py then): Zagoruyko's blocks and stem, each module before the last read
+  through its own BatchNorm-ReLU, the regulariser on full masks; train_cifar_attention.py's SGD
+  without Nesterov.
 
 The regulariser is ours (docs/method.md: the mean over the modules); the master branch's own loop
 averages a different subset of modules. Needs torch; tests skip when it is not installed.
@@ -128,9 +133,9 @@ class MasterMnistNet(nn.Module):
 
 
 class DevModule(nn.Module):
-    def __init__(self, in_ch: int, classes: int, heads: int):
+    def __init__(self, in_ch: int, classes: int, heads: int, pool: int = 2):
         super().__init__()
-        self.heads, self.classes = heads, classes
+        self.heads, self.classes, self.pool = heads, classes, pool
         self.att_head = nn.Module()
         self.att_head.conv = nn.Conv2d(in_ch, heads, 3, padding=1, bias=False)
         self.att_head.register_buffer("diag", torch.from_numpy(1 - np.eye(heads).reshape(1, heads, heads)).float())
@@ -142,7 +147,7 @@ class DevModule(nn.Module):
     def forward(self, x):
         b, c, h, w = x.size()
         mask = F.softmax(self.att_head.conv(x).view(b, self.heads, w * h), 2).view(b, self.heads, h, w)
-        self.pooled_mask = F.avg_pool2d(mask, 2, 2)
+        self.pooled_mask = F.avg_pool2d(mask, 2, 2) if self.pool == 2 else mask
         mask = mask.view(b, self.heads, 1, h * w)
         output = (self.out_head.conv(x).view(b, self.heads, self.classes, h * w) * mask).sum(3)
         scores = (self.score.conv(x).view(b, self.heads, 1, h * w) * mask).sum(3)
@@ -154,11 +159,11 @@ class DevModule(nn.Module):
 
 
 class DevHeads(nn.Module):
-    def __init__(self, classes: int, heads: int, gate_fn: str, output: str):
+    def __init__(self, classes: int, heads: int, gate_fn: str, output: str, pool: int):
         super().__init__()
         self.gate_fn, self.output = gate_fn, output
         for i, layer in enumerate(("layer1", "layer2", "layer3")):
-            setattr(self, f"att{i}", DevModule(parity.DEV_CHANNELS[layer], classes, heads))
+            setattr(self, f"att{i}", DevModule(parity.DEV_CHANNELS[layer], classes, heads, pool))
         self.output_gate = nn.Module()
         gates = 3 + (output == "all")
         self.output_gate.gates = nn.Linear(2048, gates, bias=False)
@@ -213,12 +218,71 @@ class DevMnistNet(MasterMnistNet):
         return log_probs, torch.stack([m.reg() for m in modules]).mean()
 
 
+class ZagoruykoBlock(nn.Module):
+    """BN-ReLU, conv3x3, BN-ReLU, conv3x3; the 1x1 projection reads the pre-activated input."""
+
+    def __init__(self, ni: int, no: int, stride: int):
+        super().__init__()
+        self.bn0, self.conv0 = nn.BatchNorm2d(ni), nn.Conv2d(ni, no, 3, stride, 1, bias=False)
+        self.bn1, self.conv1 = nn.BatchNorm2d(no), nn.Conv2d(no, no, 3, 1, 1, bias=False)
+        if ni != no:
+            self.conv_reduce = nn.Conv2d(ni, no, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = F.relu(self.bn0(x))
+        y = self.conv1(F.relu(self.bn1(self.conv0(pre))))
+        return y + (self.conv_reduce(pre) if hasattr(self, "conv_reduce") else x)
+
+
+class Ea7d4afCifarNet(nn.Module):
+    def __init__(self, depth: int, width: int, classes: int, heads: int):
+        super().__init__()
+        widths = [16 * width * 2 ** g for g in range(3)]
+        self.conv0 = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        inp = 16
+        for g, out in enumerate(widths):
+            group = nn.Module()
+            for i in range((depth - 4) // 6):
+                setattr(group, f"block_{i}", ZagoruykoBlock(inp if i == 0 else out, out, 2 if g and not i else 1))
+            setattr(self, f"group_{g}", group)
+            inp = out
+        self.bn = nn.BatchNorm2d(inp)
+        self.classifier = nn.Linear(inp, classes)
+        for g, c in enumerate(widths):
+            setattr(self, f"att{g}", DevModule(c, classes, heads, pool=1))
+            setattr(self, f"pre_bn{g}", nn.BatchNorm2d(c))
+        self.output_gate = nn.Module()
+        self.output_gate.gates = nn.Linear(inp, 4, bias=False)
+        self.output_gate.bn = nn.BatchNorm1d(4)
+
+    def forward(self, x):
+        x = self.conv0(x)
+        outputs = []
+        for g in range(3):
+            group = getattr(self, f"group_{g}")
+            for block in group.children():
+                x = block(x)
+            if g == 2:
+                x = F.relu(self.bn(x))
+                outputs.append(self.att2(x))
+            else:
+                outputs.append(getattr(self, f"att{g}")(F.relu(getattr(self, f"pre_bn{g}")(x))))
+        pooled = x.mean((2, 3))
+        gates = torch.tanh(self.output_gate.bn(self.output_gate.gates(pooled)))
+        outputs.append(self.classifier(pooled).view(pooled.size(0), 1, -1))
+        log_probs = (F.log_softmax(torch.cat(outputs, 1), dim=2) * F.softmax(gates, 1).unsqueeze(2)).sum(1)
+        return log_probs, torch.stack([getattr(self, f"att{g}").reg() for g in range(3)]).mean()
+
+
 def network(setting: str) -> nn.Module:
+    if setting in parity.CIFAR_SETTINGS:
+        s = parity.CIFAR_SETTINGS[setting]
+        return Ea7d4afCifarNet(s["depth"], s["width"], s["classes"], s["heads"])
     if setting in parity.MNIST_SETTINGS:
         s = parity.MNIST_SETTINGS[setting]
         return MasterMnistNet(s["depth"], s["heads"])
     s = parity.DEV_SETTINGS[setting]
-    return DevHeads(s["classes"], s["heads"], s["gate_fn"], s["output"])
+    return DevHeads(s["classes"], s["heads"], s["gate_fn"], s["output"], s["pool"])
 
 
 def _inputs(setting: str, batch: Mapping[str, np.ndarray]) -> Any:
@@ -230,6 +294,8 @@ def _inputs(setting: str, batch: Mapping[str, np.ndarray]) -> Any:
 
 
 def _optimizer(setting: str, net: nn.Module) -> torch.optim.Optimizer:
+    if setting in parity.CIFAR_SETTINGS:  # train_cifar_attention.py at ea7d4af
+        return torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     if setting in parity.MNIST_SETTINGS:  # train_mnist.py at 4b8ed88
         return torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-5)
     # train_resnet.py at 288ec61: modules, gate layer and classifier at the head learning rate
@@ -267,7 +333,8 @@ def torch_fixture(setting: str) -> dict[str, np.ndarray]:
         if i == 1:
             out["train:regularizer"] = np.asarray(reg.item())
             out["train:loss"] = np.asarray(loss.item())
-            grads = {**to_numpy(net.state_dict()), **{k: p.grad.numpy().copy() for k, p in net.named_parameters()}}
+            grads = {**to_numpy(net.state_dict()),
+                     **{k: p.grad.numpy().copy() for k, p in net.named_parameters() if p.grad is not None}}
             out.update(parity.summarise("grad", parity.flat(convert(grads)["params"], "params")))
         optimizer.step()
         after = convert(to_numpy(net.state_dict()))

@@ -9,6 +9,7 @@ import numpy as np
 from flax.training import train_state
 
 from wrna_jax import optim, parallel
+from wrna_jax.models.layers import initial_bn_scales
 
 
 class TrainState(train_state.TrainState):
@@ -21,16 +22,22 @@ class TrainState(train_state.TrainState):
 
 def init_variables(model: Any, input_shape: tuple[int, ...], seed: int,
                    sharding: jax.sharding.Sharding | None = None) -> Any:
-    """The model's initial variables (params, batch_stats) from `seed`, as training starts.
+    """The model's initial variables (params, batch_stats) from `seed`, as training starts, with
+    BatchNorm scales as the model's `bn_scale_init` says (layers.initial_bn_scales).
 
     One compiled program per model (the key is an argument), so the persistent compilation
     cache shares it between runs and tests; the key goes in as a numpy array, the same value on
     every process.
     """
     init_rng = jax.random.split(jax.random.PRNGKey(seed))[0]
+    scale_init = getattr(model, "bn_scale_init", "ones")
 
     def init(rng: jax.Array) -> Any:
-        return model.init(rng, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+        variables = model.init(rng, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+        if scale_init == "ones":
+            return variables
+        params = initial_bn_scales(variables["params"], jax.random.fold_in(rng, 1), scale_init)
+        return {**variables, "params": params}
 
     return jax.jit(init, out_shardings=sharding)(np.asarray(init_rng))
 

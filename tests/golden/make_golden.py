@@ -23,7 +23,7 @@ import torch_reference  # noqa: E402
 
 def main(settings: list[str]) -> None:
     torch.set_num_threads(2)
-    for setting in settings or [*parity.MNIST_SETTINGS, *parity.DEV_SETTINGS]:
+    for setting in settings or [*parity.MNIST_SETTINGS, *parity.DEV_SETTINGS, *parity.CIFAR_SETTINGS]:
         fixture = torch_reference.torch_fixture(setting)
         fixture["weights_checksum"] = parity.weights_checksum(parity.state_dict(setting))
         fixture["meta:torch"] = np.asarray(torch.__version__)

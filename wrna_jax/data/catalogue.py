@@ -3,8 +3,10 @@ and cluttered MNIST, generated here)."""
 
 from wrna_jax.data.registry import DatasetSpec, register_dataset
 
-CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
+# Both CIFARs are normalised with CIFAR-10's statistics, (125.3, 123.0, 113.9) / 255 and
+# (63.0, 62.1, 66.7) / 255, as the authors' (and Zagoruyko's) training scripts did.
+CIFAR_MEAN = tuple(v / 255 for v in (125.3, 123.0, 113.9))
+CIFAR_STD = tuple(v / 255 for v in (63.0, 62.1, 66.7))
 
 for spec in (
     DatasetSpec("cluttered_mnist", 10, "cluttered_mnist", eval_split="validation",
@@ -25,7 +27,7 @@ for spec in (
     DatasetSpec("adience_age", 8, "fine_grained", tfds_name="adience/age_fold{fold}", module="wrna_jax.data.adience"),
     DatasetSpec("adience_gender", 2, "fine_grained", tfds_name="adience/gender_fold{fold}",
                 module="wrna_jax.data.adience"),
-    DatasetSpec("cifar10", 10, "cifar", mean=CIFAR10_MEAN, std=CIFAR10_STD),
-    DatasetSpec("cifar100", 100, "cifar", mean=CIFAR100_MEAN, std=CIFAR100_STD),
+    DatasetSpec("cifar10", 10, "cifar", mean=CIFAR_MEAN, std=CIFAR_STD),
+    DatasetSpec("cifar100", 100, "cifar", mean=CIFAR_MEAN, std=CIFAR_STD),
 ):
     register_dataset(spec)

@@ -184,7 +184,7 @@ class PainlessModule(nn.Module):
         confidences = None
         if spec.gates:
             gate_kernel = _stacked_kernel(self, "gate_kernel", (k, c, 1))[..., 0]
-            scores = jnp.einsum("bkc,kc->bk", reduced, gate_kernel.astype(self.dtype))
+            scores = jnp.einsum("bkc,kc->bk", reduced.astype(jnp.float32), gate_kernel)  # gates: float32
             if spec.gate_bn:
                 scores = batch_norm(train, jnp.float32, "gate_bn", group_size=spec.bn_group_size)(scores)
             confidences = jnp.tanh(scores.astype(jnp.float32))
@@ -193,15 +193,15 @@ class PainlessModule(nn.Module):
 
 class BackboneGate(nn.Module):
     """The confidence c_net of the backbone's own classifier, from its pooled features (paper
-    and master branch)."""
+    and master branch), in float32 whatever the compute dtype."""
 
     gate_bn: bool = True
-    dtype: Any = jnp.float32
     bn_group_size: int | None = None
 
     @nn.compact
     def __call__(self, pooled: jax.Array, train: bool = False) -> jax.Array:
-        score = nn.Dense(1, use_bias=False, kernel_init=kaiming_normal, dtype=self.dtype, name="gate")(pooled)
+        score = nn.Dense(1, use_bias=False, kernel_init=kaiming_normal, dtype=jnp.float32,
+                         name="gate")(pooled.astype(jnp.float32))
         if self.gate_bn:
             score = batch_norm(train, jnp.float32, "bn", group_size=self.bn_group_size)(score)
         return jnp.tanh(score.astype(jnp.float32))

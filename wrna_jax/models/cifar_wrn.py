@@ -1,18 +1,22 @@
 """Pre-activation Wide ResNet WRN-d-k for CIFAR (Zagoruyko & Komodakis, 2016).
 
 Three groups of (d-4)/6 blocks with widths 16k, 32k, 64k, then BN-ReLU and global average
-pooling. Two layouts:
+pooling. Three layouts:
 
 * 'zagoruyko': the original WRN (a 1x1 projection shortcut reads the block's pre-activated
-  input; elementwise dropout between the convolutions).
-* 'authors': the authors' attention WRN (dev branch, `wide_resnet_cifar_painless.py`): a
-  BN-ReLU after the stem convolution, projection shortcuts reading the block's raw input, and
-  channel dropout (whole feature maps, PyTorch's dropout2d).
+  input; elementwise dropout between the convolutions); also the authors' CIFAR baselines.
+* 'authors': the authors' attention WRN at the dev branch's tip (288ec61,
+  `wide_resnet_cifar_painless.py`): a BN-ReLU after the stem convolution, projection shortcuts
+  reading the block's raw input, and channel dropout (whole feature maps, PyTorch's dropout2d).
+* 'authors_ea7d4af': their attention WRN as it was at commit ea7d4af: Zagoruyko's blocks and
+  stem (no dropout), and every module before the final output reads its group's output through
+  a BatchNorm-ReLU of its own (`own_bn_points`).
 
 Convolutions start as kaiming normal over fan_in, the classifier as PyTorch's nn.Linear.
 Attach points: the final BN-ReLU output (`group3`), then the raw outputs of group2 and group1
-(paper, master branch), or the final output and the pre-activated inputs of group3's and
-group2's first blocks, `group3_preact` and `group2_preact` (dev branch).
+(paper, master branch, and the dev branch at ea7d4af), or the final output and the
+pre-activated inputs of group3's and group2's first blocks, `group3_preact` and `group2_preact`
+(dev branch at 288ec61).
 """
 
 from typing import Any, Mapping
@@ -26,7 +30,7 @@ from wrna_jax.models.layers import batch_norm, conv, dense, torch_default
 from wrna_jax.models.outputs import BackboneOutput
 from wrna_jax.models.registry import Backbone, register_backbone
 
-LAYOUTS = ("zagoruyko", "authors")
+LAYOUTS = ("zagoruyko", "authors", "authors_ea7d4af")
 
 
 class PreActBlock(nn.Module):
@@ -66,8 +70,14 @@ class CifarWRN(Backbone):
 
     @property
     def attach_points(self) -> dict[str, tuple[str, ...]]:
+        if self.layout == "authors_ea7d4af":
+            return {"deepest": ("group3", "group2", "group1")}
         return {"deepest": ("group3", "group2", "group1"),
                 "rectify": ("group3", "group3_preact", "group2_preact")}
+
+    @property
+    def own_bn_points(self) -> tuple[str, ...]:
+        return ("group2", "group1") if self.layout == "authors_ea7d4af" else ()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> BackboneOutput:
@@ -110,5 +120,8 @@ def build(model: Mapping[str, Any], dtype: Any, bn_group_size: int | None) -> Ci
                           f"{', '.join(map(repr, LAYOUTS))}.")
     if not 0 <= model["dropout"] < 1:
         raise ConfigError(f"model.dropout={model['dropout']!r}: use a probability in [0, 1).")
+    if model["dropout"] and model["layout"] == "authors_ea7d4af":
+        raise ConfigError("model.layout='authors_ea7d4af' has no dropout (the authors added it later, "
+                          "with the 'authors' layout): set model.dropout=0.0 or use layout='authors'.")
     return CifarWRN(num_classes=int(model["num_classes"]), depth=depth, width=int(model["width"]),
                     dropout=float(model["dropout"]), layout=model["layout"], dtype=dtype, bn_group_size=bn_group_size)

@@ -5,10 +5,12 @@ Config fields read (ml_collections.ConfigDict; defaults in configs/default.py):
                      'mnist_cnn', ...; its builder reads the fields it needs (depth, width, ...)
   model.num_classes;  model.dtype 'float32' | 'bfloat16';  model.bn_group_size (None: the batch)
   model.stn          a spatial transformer in front (backbones registered with stn=True)
+  model.bn_scale_init  'ones' (None) | 'uniform': BatchNorm scales start U[0, 1) as PyTorch < 1.2
   attention.preset   'paper' | 'released' | 'attend_rectify' (docs/method.md)
   attention.depth (AD, 0 = plain backbone), attention.width (AW), attention.gates
   attention.mask_fn, reduction, mask_kernel, channel_reduction, attended_bn, shared_projection,
-  gate_bn, gate_fn, output, regularizer_norm, regularizer_weight   (None = the preset's value)
+  gate_bn, gate_fn, output, regularizer_norm, regularizer_pool, regularizer_weight
+                     (None = the preset's value)
 """
 
 from typing import Any, Mapping
@@ -19,11 +21,12 @@ import jax.numpy as jnp
 from wrna_jax.errors import ConfigError
 from wrna_jax.models.attention import (GATE_FUNCTIONS, MASK_FUNCTIONS, OUTPUTS, REDUCTIONS, REGULARIZER_NORMS,
                                        AttentionSpec)
+from wrna_jax.models.layers import BN_SCALE_INITS
 from wrna_jax.models.network import AttentionNetwork, attach_points
 from wrna_jax.models.registry import backbone_entry
 
 # Everything a preset fixes (docs/method.md). Fields with a config override take the preset's value
-# when the config leaves them None; `module`, `attach` and `regularizer_pool` define the preset.
+# when the config leaves them None; `module` and `attach` define the preset.
 # None: the field does not exist for that module.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(module="painless", attach="deepest", mask_fn="softmax", mask_kernel=1, reduction="avg",
@@ -40,10 +43,11 @@ PRESETS: dict[str, dict[str, Any]] = {
                            regularizer_weight=1e-3),
 }
 OVERRIDABLE = ("mask_fn", "mask_kernel", "reduction", "channel_reduction", "attended_bn", "shared_projection",
-               "gate_bn", "gate_fn", "output", "regularizer_norm")
+               "gate_bn", "gate_fn", "output", "regularizer_norm", "regularizer_pool")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 _CHOICES = {"mask_fn": MASK_FUNCTIONS, "reduction": REDUCTIONS, "mask_kernel": (1, 3),
-            "regularizer_norm": REGULARIZER_NORMS, "gate_fn": GATE_FUNCTIONS, "output": OUTPUTS}
+            "regularizer_norm": REGULARIZER_NORMS, "gate_fn": GATE_FUNCTIONS, "output": OUTPUTS,
+            "regularizer_pool": (1, 2)}
 
 
 def _choose(kind: str, value: Any, valid: tuple) -> Any:
@@ -140,5 +144,6 @@ def create_model(config: Mapping[str, Any]) -> AttentionNetwork:
     """
     backbone = create_backbone({**dict(config["model"]), "num_classes": num_classes(config)})
     spec = attention_spec(config["attention"], backbone, backbone.bn_group_size)
+    scale_init = _choose("model.bn_scale_init", config["model"]["bn_scale_init"] or "ones", BN_SCALE_INITS)
     return AttentionNetwork(backbone=backbone, spec=spec, num_classes=backbone.num_classes,
-                            dtype=backbone.dtype)
+                            dtype=backbone.dtype, bn_scale_init=scale_init)

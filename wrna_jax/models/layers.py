@@ -22,6 +22,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from wrna_jax.models import convolution, normalization
 
@@ -91,6 +92,23 @@ class BatchNorm(nn.Module):
                 ra_mean.value = m * ra_mean.value + (1 - m) * jnp.mean(mean, axis=0).reshape(features)
                 ra_var.value = m * ra_var.value + (1 - m) * unbiased * jnp.mean(var, axis=0).reshape(features)
         return y.astype(self.dtype or x.dtype)
+
+
+# How BatchNorm scales start: 'ones' (PyTorch >= 1.2, Flax) or 'uniform', U[0, 1) (PyTorch before
+# 1.2, which the authors ran).
+BN_SCALE_INITS = ("ones", "uniform")
+
+
+def initial_bn_scales(params: Any, key: jax.Array, scale_init: str) -> Any:
+    """`params` with every BatchNorm scale (the only parameters named 'scale') drawn U[0, 1) for
+    'uniform', one key per scale folded from `key`; unchanged for 'ones'."""
+    if scale_init == "ones":
+        return params
+    flat = traverse_util.flatten_dict(params)
+    scales = sorted(path for path in flat if path[-1] == "scale")
+    for index, path in enumerate(scales):
+        flat[path] = jax.random.uniform(jax.random.fold_in(key, index), flat[path].shape, flat[path].dtype)
+    return traverse_util.unflatten_dict(flat)
 
 
 def batch_norm(train: bool, dtype: Any, name: str | None = None, *, group_size: int | None = None,

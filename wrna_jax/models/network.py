@@ -10,8 +10,9 @@ The backbone's classifier is one more hypothesis (the first). Two families of mo
   pooled features gives a confidence per module (and the backbone's, with output 'all'); with
   output '50' the gated module output is averaged with the backbone's log-probabilities.
 
-Without gates the hypotheses are averaged (with '50': the modules' mean, then averaged with the
-backbone). Depth 0 gives the plain backbone.
+A module at one of the backbone's `own_bn_points` reads its map through a BatchNorm-ReLU of its
+own (`pre_bn_<point>`). Without gates the hypotheses are averaged (with '50': the modules' mean,
+then averaged with the backbone). Depth 0 gives the plain backbone.
 """
 
 from typing import Any
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 
 from wrna_jax.models.attention import (AttentionSpec, BackboneGate, PainlessModule, diversity_regularizer,
                                        gate_weights, gated_combination)
+from wrna_jax.models.layers import batch_norm
 from wrna_jax.models.outputs import ModelOutput
 from wrna_jax.models.rectify import GateLayer, RectifyModule
 
@@ -41,6 +43,7 @@ class AttentionNetwork(nn.Module):
     spec: AttentionSpec
     num_classes: int
     dtype: Any = jnp.float32
+    bn_scale_init: str = "ones"  # how training starts its BatchNorm scales (layers.BN_SCALE_INITS)
 
     @property
     def attached(self) -> tuple[str, ...]:
@@ -62,8 +65,12 @@ class AttentionNetwork(nn.Module):
         module = MODULE_CLASSES[spec.module]
         hypotheses = [out.logits.astype(jnp.float32)[:, None]]
         confidences, masks = [], {}
+        own_bn = getattr(self.backbone, "own_bn_points", ())
         for point in self.attached:
-            att = module(spec, self.num_classes, self.dtype, name=f"att_{point}")(out.features[point], train)
+            z = out.features[point]
+            if point in own_bn:
+                z = nn.relu(batch_norm(train, self.dtype, f"pre_bn_{point}", group_size=spec.bn_group_size)(z))
+            att = module(spec, self.num_classes, self.dtype, name=f"att_{point}")(z, train)
             hypotheses.append(att.logits)
             confidences.append(att.confidences)
             masks[point] = att.masks
@@ -85,11 +92,11 @@ class AttentionNetwork(nn.Module):
         if not spec.gates:
             weights = uniform(count - 1) if half else uniform(count)
         elif spec.module == "rectify":
-            gate = GateLayer(count - 1 if half else count, spec.gate_bn, self.dtype, spec.bn_group_size,
+            gate = GateLayer(count - 1 if half else count, spec.gate_bn, spec.bn_group_size,
                              name="output_gate")(pooled, train)
             weights = gate_weights(gate, spec.gate_fn)
         else:
-            net = BackboneGate(spec.gate_bn, self.dtype, spec.bn_group_size, name="output_gate")(pooled, train)
+            net = BackboneGate(spec.gate_bn, spec.bn_group_size, name="output_gate")(pooled, train)
             weights = gate_weights(jnp.concatenate([net, *confidences], axis=1), spec.gate_fn)
         if half:
             weights = jnp.concatenate([jnp.full((batch, 1), 0.5, jnp.float32), 0.5 * weights], axis=1)

@@ -21,6 +21,11 @@ from wrna_jax.models.attention import AttentionSpec, spatial_masks
 from wrna_jax.models.layers import batch_norm, conv, kaiming_normal
 from wrna_jax.models.outputs import AttentionOutput
 
+# The dtype of the masks' weighted sums over the positions (their inputs: the masks and the
+# per-position logits and scores). None: the compute dtype, which benchmarks/model_cost.py times
+# against float32.
+SUMS_DTYPE: Any = jnp.float32
+
 
 class RectifyModule(nn.Module):
     """K self-attended heads combined into one hypothesis (dev branch)."""
@@ -39,27 +44,30 @@ class RectifyModule(nn.Module):
         masks = spatial_masks(layer(k, "mask_conv"), self.spec.mask_fn)            # (B, H, W, K)
         logits = layer(k * n, "output_conv").reshape(b, h, w, k, n)                # head-major channels
         scores = layer(k, "score_conv")
-        weights = masks.astype(self.dtype)
-        # float32 sums over the H*W positions, whatever the compute dtype.
-        head_logits = jnp.einsum("bhwk,bhwkn->bkn", weights, logits, preferred_element_type=jnp.float32)
-        head_scores = jnp.einsum("bhwk,bhwk->bk", weights, scores, preferred_element_type=jnp.float32)
+        # The convolutions run in the compute dtype; the masks, the weighted sums over the H*W
+        # positions (SUMS_DTYPE) and everything after them are float32.
+        sums = SUMS_DTYPE or self.dtype
+        head_logits = jnp.einsum("bhwk,bhwkn->bkn", masks.astype(sums), logits.astype(sums),
+                                 preferred_element_type=jnp.float32)
+        head_scores = jnp.einsum("bhwk,bhwk->bk", masks.astype(sums), scores.astype(sums),
+                                 preferred_element_type=jnp.float32)
         mix = jax.nn.softmax(jnp.tanh(head_scores), axis=-1)                       # over the K heads
         hypothesis = jnp.einsum("bk,bkn->bn", mix, head_logits)
         return AttentionOutput(logits=hypothesis[:, None], confidences=None, masks=masks)
 
 
 class GateLayer(nn.Module):
-    """tanh(BN(pooled @ W)): one confidence per gated hypothesis (dev branch's output gate)."""
+    """tanh(BN(pooled @ W)): one confidence per gated hypothesis (dev branch's output gate), in
+    float32 whatever the network's compute dtype."""
 
     num_gates: int
     gate_bn: bool = True
-    dtype: Any = jnp.float32
     bn_group_size: int | None = None
 
     @nn.compact
     def __call__(self, pooled: jax.Array, train: bool = False) -> jax.Array:
-        scores = nn.Dense(self.num_gates, use_bias=False, kernel_init=kaiming_normal, dtype=self.dtype,
-                          name="gate")(pooled)
+        scores = nn.Dense(self.num_gates, use_bias=False, kernel_init=kaiming_normal, dtype=jnp.float32,
+                          name="gate")(pooled.astype(jnp.float32))
         if self.gate_bn:
             scores = batch_norm(train, jnp.float32, "bn", group_size=self.bn_group_size)(scores)
         return jnp.tanh(scores.astype(jnp.float32))

@@ -28,8 +28,10 @@ class Backbone(nn.Module):
     name), the pooled features its gates read, and the backbone's own classifier logits.
     `attach_points` maps an attach-point scheme to the names of those maps, deepest first:
     'deepest' (paper and master branch) is required, 'rectify' (dev branch) optional (it defaults
-    to 'deepest'). `classifier` names the module holding the classifier, which trains at the head
-    learning rate and is left out when pretrained weights are loaded.
+    to 'deepest'). `own_bn_points` names the attach points whose modules read the map through a
+    BatchNorm-ReLU of their own (none by default). `classifier` names the module holding the
+    classifier, which trains at the head learning rate and is left out when pretrained weights
+    are loaded.
     """
 
     num_classes: int
@@ -41,6 +43,10 @@ class Backbone(nn.Module):
     @property
     def attach_points(self) -> Mapping[str, tuple[str, ...]]:
         raise NotImplementedError(f"{type(self).__name__} does not define its attach points.")
+
+    @property
+    def own_bn_points(self) -> tuple[str, ...]:
+        return ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -98,11 +98,11 @@ def _base_config() -> ml_collections.ConfigDict:
     """Every model and attention field `create_model` reads (configs/default.py's defaults)."""
     return ml_collections.ConfigDict(dict(
         model=dict(backbone="mnist_cnn", num_classes=10, depth=50, width=2, dropout=0.0, layout="zagoruyko",
-                   dtype="float32", bn_group_size=None, stn=False, conv_bias=False),
+                   dtype="float32", bn_group_size=None, stn=False, conv_bias=False, bn_scale_init=None),
         attention=dict(preset="released", depth=0, width=1, gates=True, regularizer_weight=None,
                        **{key: None for key in ("mask_fn", "reduction", "mask_kernel", "channel_reduction",
                                                 "attended_bn", "shared_projection", "gate_bn", "gate_fn",
-                                                "output", "regularizer_norm")})))
+                                                "output", "regularizer_norm", "regularizer_pool")})))
 
 
 def released_config(state_dict: Mapping[str, np.ndarray],
