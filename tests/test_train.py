@@ -142,3 +142,60 @@ def test_ten_crop_evaluation_averages_log_probabilities_over_crops():
     assert_close_to(out.hypotheses, hyp, relative=relative, what="hypotheses")
     assert_close_to(out.masks["conv5"], singles[4].masks["conv5"], relative=relative, what="masks")
     assert out.log_probs.shape == (3, 10)
+
+
+def test_eval_step_sums_count_padding_nowhere_and_give_the_split_metrics():
+    import jax.numpy as jnp
+
+    from wrna_jax.errors import TrainingDivergedError
+    from wrna_jax.models import ModelOutput
+
+    class Fixed:
+        """A model whose output is its input: (B, 5, 6, 1) images hold log-probabilities,
+        two hypotheses, gates and a mask."""
+
+        def apply(self, variables, images, train):
+            images = images[..., 0]
+            return ModelOutput(log_probs=images[:, 0, :6], hypotheses=images[:, 1:3, :6], gates=images[:, 3, :2],
+                               masks={"conv": images[:, None, None, 4, :1]}, regularizer=jnp.zeros(()))
+
+    rng = np.random.default_rng(0)
+    images = np.log(rng.dirichlet(np.ones(6), size=(4, 5)).astype(np.float32))
+    images[:, 3, :2] = [[0.25, 0.75], [0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]
+    labels = np.argmax(images[:, 0], -1).astype(np.int32)
+    labels[1] = np.argsort(images[1, 0])[-2]  # second best: top-5 but not top-1
+    labels[2] = np.argmin(images[2, 0])  # not even top-5 of 6 classes
+    mask = np.array([True, True, True, False])  # the last is padding
+    sums, _ = metrics.eval_step({}, {"image": jnp.asarray(images)[..., None], "label": labels, "mask": mask}, model=Fixed())
+    assert (float(sums["count"]), float(sums["correct"]), float(sums["correct_top5"])) == (3, 1, 2)
+    np.testing.assert_allclose(sums["nll"], -sum(images[i, 0, labels[i]] for i in range(3)), rtol=4 * 2.0 ** -24)
+    expected_hyp = [sum(int(np.argmax(images[i, h, :6]) == labels[i]) for i in range(3)) for h in (1, 2)]
+    np.testing.assert_array_equal(sums["hypothesis_correct"], expected_hyp)
+    np.testing.assert_allclose(sums["gate_sum"], [1.75, 1.25])
+    confusion = np.zeros((6, 6))
+    for i in range(3):
+        confusion[labels[i], np.argmax(images[i, 0])] += 1
+    np.testing.assert_array_equal(sums["confusion"], confusion)
+    result = metrics.metrics_from_sums(sums, ("backbone", "conv/head0"), 6)
+    assert result["num_examples"] == 3 and result["accuracy"] == 1 / 3 and result["top5_accuracy"] == 2 / 3
+    assert result["loss"] == pytest.approx(float(sums["nll"]) / 3)
+    assert result["hypothesis_accuracy"] == {"backbone": expected_hyp[0] / 3, "conv/head0": expected_hyp[1] / 3}
+    assert result["mean_gates"] == pytest.approx({"backbone": 1.75 / 3, "conv/head0": 1.25 / 3})
+    assert result["confusion"] == confusion.astype(int).tolist()
+    assert "top5_accuracy" not in metrics.metrics_from_sums(sums, ("backbone", "conv/head0"), 5)
+
+    class Checkpoints:
+        directory = "ckpts"
+
+        def latest_step(self):
+            return 8
+
+        def wait(self):
+            pass
+
+    fine = [{"loss": 2.0, "nll": 1.5, "regularizer": 0.5, "accuracy": 0.25, "learning_rate": 0.1, "nonfinite": -1},
+            {"loss": 1.0, "nll": 0.5, "regularizer": 0.0, "accuracy": 0.75, "learning_rate": 0.01, "nonfinite": -1}]
+    assert metrics.summarise_steps(fine, Checkpoints()) == {
+        "train_loss": 1.5, "train_nll": 1.0, "train_regularizer": 0.25, "train_accuracy": 0.5, "learning_rate": 0.01}
+    with pytest.raises(TrainingDivergedError, match="infinite at step 11;.* step 8, is kept in ckpts"):
+        metrics.check_finite([fine[0], {**fine[1], "nonfinite": 10}, {**fine[1], "nonfinite": 11}], Checkpoints())

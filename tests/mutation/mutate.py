@@ -58,25 +58,29 @@ class Target:
 # selection to the few tests that exercise the module; the whole suite reruns only survivors.
 STEP_LOSS = "tests/test_steps.py::test_step_loss_and_gradient_match_an_independent_computation"
 TARGETS: dict[str, Target] = {
-    "wrna_jax/models/attention.py": Target(("tests/test_attention.py", "tests/test_models.py")),
-    "wrna_jax/models/rectify.py": Target(("tests/test_models.py", "tests/test_init.py", "tests/test_attention.py")),
-    "wrna_jax/models/network.py": Target(("tests/test_models.py",)),
+    "wrna_jax/models/attention.py": Target(("tests/test_attention.py", STEP_LOSS, "tests/test_models.py")),
+    "wrna_jax/models/rectify.py": Target((STEP_LOSS, "tests/test_models.py", "tests/test_init.py")),
+    "wrna_jax/models/network.py": Target((STEP_LOSS, "tests/test_models.py")),
     "wrna_jax/models/layers.py": Target(("tests/test_models.py", "tests/test_init.py")),
     "wrna_jax/models/normalization.py": Target(("tests/test_models.py",)),
     "wrna_jax/steps.py": Target(("tests/test_steps.py",)),
     "wrna_jax/optim.py": Target(("tests/test_train.py::test_schedules_and_learning_rate_groups", "tests/test_steps.py")),
-    "wrna_jax/metrics.py": Target(("tests/test_train.py::test_ten_crop_evaluation_averages_log_probabilities_over_crops",)),
+    "wrna_jax/metrics.py": Target(("tests/test_train.py::test_eval_step_sums_count_padding_nowhere_and_give_the_split_metrics",
+                                   "tests/test_train.py::test_ten_crop_evaluation_averages_log_probabilities_over_crops")),
     "wrna_jax/data/pipeline.py": Target(("tests/test_cluttered_mnist.py",)),
     "wrna_jax/data/preprocessing.py": Target(("tests/test_fine_grained_data.py",
                                               "tests/test_cluttered_mnist.py::test_preprocess_scales_to_unit_float")),
-    "wrna_jax/data/holdout.py": Target(("tests/test_real_photos.py::test_real_photos_train_evaluate_and_predict",)),
+    "wrna_jax/data/holdout.py": Target((
+        "tests/test_fine_grained_data.py::test_held_out_split_is_stratified_seeded_and_leaves_training_examples",
+        "tests/test_real_photos.py::test_real_photos_train_evaluate_and_predict")),
     "wrna_jax/checkpoint.py": Target(("tests/test_train.py::test_checkpoints_keep_the_latest_and_the_best",
                                       "tests/test_train.py::test_has_checkpoints_ignores_unfinished_saves",
                                       "tests/test_train.py::test_checkpoint_choice_errors"),
                                      functions=("_metric", "best_step", "latest_step", "all_steps", "resolve",
                                                 "resume_point", "save_evaluated", "save_interrupted")),
     "wrna_jax/metrics_file.py": Target((
-        "tests/test_reliability.py::test_truncate_after_drops_later_and_cut_short_entries_from_jsonl_and_tensorboard",),
+        "tests/test_reliability.py::test_best_and_last_validation_are_selected_from_metrics_file",
+        "tests/test_reliability.py::test_truncate_after_drops_later_and_cut_short_entries_from_jsonl_and_tensorboard"),
         functions=("selection", "truncate_after")),
 }
 
