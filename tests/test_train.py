@@ -96,6 +96,13 @@ def test_schedules_and_learning_rate_groups():
     config.schedule.update(kind="steps", boundaries_epochs=(1, 3), factor=0.1, warmup_epochs=0)
     schedule = learning_rate_schedule(config, steps_per_epoch=10)
     assert [float(schedule(s)) for s in (0, 9, 10, 29, 30)] == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002])
+    # Fractions of an epoch round to the nearest step: 0.75 x 10 = 7.5 -> 8, 1.35 x 10 -> 14.
+    config.schedule.update(boundaries_epochs=(0.75,))
+    schedule = learning_rate_schedule(config, steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (7, 8)] == pytest.approx([0.2, 0.02])
+    schedule = learning_rate_schedule({"optimizer": {"learning_rate": 0.2}, "schedule": {
+        "kind": "every", "every_epochs": 1.35, "factor": 0.5, "warmup_epochs": 0.75}}, steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (4, 8, 13, 14)] == pytest.approx([0.1, 0.2, 0.2, 0.1])
     config.schedule.kind = "cosine"
     with pytest.raises(ValueError, match="'constant', 'steps', 'every'"):
         learning_rate_schedule(config, 10)
