@@ -57,10 +57,11 @@ class Target:
 # The one place to update when modules or tests move: module -> the tests that cover it. Keep each
 # selection to the few tests that exercise the module; the whole suite reruns only survivors.
 STEP_LOSS = "tests/test_steps.py::test_step_loss_and_gradient_match_an_independent_computation"
+DEV_BRANCH = "tests/test_weights.py::test_dev_branch_wrn_checkpoint_computes_the_dev_function"  # output '50'
 TARGETS: dict[str, Target] = {
     "wrna_jax/models/attention.py": Target(("tests/test_attention.py", STEP_LOSS, "tests/test_models.py")),
-    "wrna_jax/models/rectify.py": Target((STEP_LOSS, "tests/test_models.py", "tests/test_init.py")),
-    "wrna_jax/models/network.py": Target((STEP_LOSS, "tests/test_models.py")),
+    "wrna_jax/models/rectify.py": Target((STEP_LOSS, DEV_BRANCH, "tests/test_models.py", "tests/test_init.py")),
+    "wrna_jax/models/network.py": Target((STEP_LOSS, DEV_BRANCH, "tests/test_models.py")),
     "wrna_jax/models/layers.py": Target(("tests/test_models.py", "tests/test_init.py")),
     "wrna_jax/models/normalization.py": Target(("tests/test_models.py",)),
     "wrna_jax/steps.py": Target(("tests/test_steps.py",)),
