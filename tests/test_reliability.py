@@ -118,7 +118,7 @@ def test_the_model_config_is_read_from_the_checkpoint_not_from_the_editable_conf
         evaluate.Restorer(wrong, workdir, "latest")
 
 
-def test_best_and_last_validation_are_selected_from_metrics_file(tmp_path):
+def test_best_and_last_validation_are_selected_from_metrics_file(tmp_path, monkeypatch):
     from wrna_jax import metrics_file
 
     path = str(tmp_path / metrics_file.METRICS_FILE)
@@ -130,7 +130,10 @@ def test_best_and_last_validation_are_selected_from_metrics_file(tmp_path):
         f.write("\n")
     assert metrics_file.selection(path) == {"best_val_accuracy": 0.75, "best_step": 32,  # the later of equals
                                             "last_val_accuracy": 0.5, "last_step": 40}
+    replaced = []
+    monkeypatch.setattr(os, "replace", lambda a, b, replace=os.replace: replaced.append((a, b)) or replace(a, b))
     assert metrics_file.truncate_after(path, 24) == 3  # 32, 40 and the blank line
+    assert replaced == [(path + ".tmp", path)]  # written aside, then renamed: a kill leaves a whole file
     assert metrics_file.selection(path) == {"best_val_accuracy": 0.75, "best_step": 16,
                                             "last_val_accuracy": 0.25, "last_step": 24}
     assert metrics_file.truncate_after(path, 24) == 0 and not os.path.exists(path + ".tmp")

@@ -123,6 +123,7 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     assert reopened.all_steps() == [2, 4, 5]
     assert reopened.resolve("best") == 2 and reopened.resolve("latest") == 5
     assert reopened.resolve("4") == 4 and reopened.metrics(2) == {"accuracy": 0.9}
+    assert checkpoint.resume_point(reopened, ml_collections.ConfigDict({"seed": 5})) == 5  # the newest
     restored = reopened.restore(2, {"w": np.zeros(3, np.float32)})
     np.testing.assert_array_equal(restored["w"], [2, 2, 2])
     assert reopened.saved_config(4) == {"seed": 4}
@@ -206,3 +207,62 @@ def test_eval_step_sums_count_padding_nowhere_and_give_the_split_metrics():
         "train_loss": 1.5, "train_nll": 1.0, "train_regularizer": 0.25, "train_accuracy": 0.5, "learning_rate": 0.01}
     with pytest.raises(TrainingDivergedError, match="infinite at step 11;.* step 8, is kept in ckpts"):
         metrics.check_finite([fine[0], {**fine[1], "nonfinite": 10}, {**fine[1], "nonfinite": 11}], Checkpoints())
+
+
+def test_early_stop_counts_evaluations_since_the_best_and_a_signal_saves_only_unsaved_steps():
+    class Recorder:
+        directory, saved, best = "ckpts", [], 20
+
+        def save(self, step, state, config, metrics=None):
+            self.saved.append((step, metrics))
+
+        def best_step(self):
+            return self.best
+
+    ckpts, config = Recorder(), ml_collections.ConfigDict({"early_stop_patience": 2})
+    assert checkpoint.save_evaluated(ckpts, 30, {}, config, 0.5, eval_every=10) is None  # 1 evaluation since
+    assert checkpoint.save_evaluated(ckpts, 40, {}, config, 0.5, eval_every=10) == (
+        "Early stop at step 40: no improvement since step 20.")
+    assert ckpts.saved == [(30, {checkpoint.METRIC: 0.5}), (40, {checkpoint.METRIC: 0.5})]
+    config.early_stop_patience = 0  # never
+    assert checkpoint.save_evaluated(ckpts, 90, {}, config, 0.5, eval_every=10) is None
+    ckpts.saved.clear()
+    message = checkpoint.save_interrupted(ckpts, 40, {}, config, eval_every=10, signal="SIGTERM")
+    assert ckpts.saved == [] and message.startswith("Interrupted (SIGTERM) at step 40: checkpoint saved in ckpts")
+    checkpoint.save_interrupted(ckpts, 43, {}, config, eval_every=10, signal="SIGINT")
+    assert ckpts.saved == [(43, None)]
+
+
+def test_sgd_follows_pytorch_weight_decay_then_momentum_then_the_group_learning_rate():
+    """Two steps of optim.create_optimizer against PyTorch's SGD written out, with the learning
+    rate changing between them (so that where it is applied matters) and a head group."""
+    import jax
+
+    from wrna_jax.optim import create_optimizer
+
+    config = {"optimizer": {"learning_rate": 0.5, "weight_decay": 0.1, "momentum": 0.9, "nesterov": True,
+                            "head_lr_multiplier": 10.0},
+              "schedule": {"kind": "steps", "boundaries_epochs": (1,), "factor": 0.1, "warmup_epochs": 0}}
+    params = {"backbone": {"conv": {"kernel": np.array([1.0, -2.0], np.float32)},
+                           "fc": {"kernel": np.array([0.5], np.float32)}},
+              "att": {"kernel": np.array([3.0], np.float32)}}
+    grads = [jax.tree.map(lambda p, i=i: np.full_like(p, 0.25 * (i + 1)), params) for i in range(2)]
+    tx = create_optimizer(config, steps_per_epoch=1, classifier="fc")
+    state, got = tx.init(params), params
+    for g in grads:
+        updates, state = tx.update(g, state, got)
+        got = jax.tree.map(lambda p, u: p + u, got, updates)
+
+    def pytorch(p, gs, multiplier):
+        p, buffer = np.float64(p), None
+        for step, g in enumerate(gs):
+            d = g + 0.1 * p
+            buffer = d if buffer is None else 0.9 * buffer + d
+            p = p - (0.5 if step == 0 else 0.05) * multiplier * (d + 0.9 * buffer)
+        return p
+
+    flat = flax.traverse_util.flatten_dict(got, sep="/")
+    for name, multiplier in (("backbone/conv/kernel", 1), ("backbone/fc/kernel", 10), ("att/kernel", 10)):
+        gs = [flax.traverse_util.flatten_dict(g, sep="/")[name] for g in grads]
+        want = pytorch(flax.traverse_util.flatten_dict(params, sep="/")[name], gs, multiplier)
+        np.testing.assert_allclose(flat[name], want, rtol=1e-6, err_msg=name)

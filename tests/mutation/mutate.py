@@ -65,7 +65,10 @@ TARGETS: dict[str, Target] = {
     "wrna_jax/models/layers.py": Target(("tests/test_models.py", "tests/test_init.py")),
     "wrna_jax/models/normalization.py": Target(("tests/test_models.py",)),
     "wrna_jax/steps.py": Target(("tests/test_steps.py",)),
-    "wrna_jax/optim.py": Target(("tests/test_train.py::test_schedules_and_learning_rate_groups", "tests/test_steps.py")),
+    "wrna_jax/optim.py": Target((
+        "tests/test_train.py::test_schedules_and_learning_rate_groups",
+        "tests/test_train.py::test_sgd_follows_pytorch_weight_decay_then_momentum_then_the_group_learning_rate",
+        "tests/test_steps.py")),
     "wrna_jax/metrics.py": Target(("tests/test_train.py::test_eval_step_sums_count_padding_nowhere_and_give_the_split_metrics",
                                    "tests/test_train.py::test_ten_crop_evaluation_averages_log_probabilities_over_crops")),
     "wrna_jax/data/pipeline.py": Target(("tests/test_cluttered_mnist.py",)),
@@ -76,7 +79,8 @@ TARGETS: dict[str, Target] = {
         "tests/test_real_photos.py::test_real_photos_train_evaluate_and_predict")),
     "wrna_jax/checkpoint.py": Target(("tests/test_train.py::test_checkpoints_keep_the_latest_and_the_best",
                                       "tests/test_train.py::test_has_checkpoints_ignores_unfinished_saves",
-                                      "tests/test_train.py::test_checkpoint_choice_errors"),
+                                      "tests/test_train.py::test_checkpoint_choice_errors",
+                                      "tests/test_train.py::test_early_stop_counts_evaluations_since_the_best_and_a_signal_saves_only_unsaved_steps"),
                                      functions=("_metric", "best_step", "latest_step", "all_steps", "resolve",
                                                 "resume_point", "save_evaluated", "save_interrupted")),
     "wrna_jax/metrics_file.py": Target((
