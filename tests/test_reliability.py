@@ -137,3 +137,4 @@ def test_best_and_last_validation_are_selected_from_metrics_file(tmp_path, monke
     assert metrics_file.selection(path) == {"best_val_accuracy": 0.75, "best_step": 16,
                                             "last_val_accuracy": 0.25, "last_step": 24}
     assert metrics_file.truncate_after(path, 24) == 0 and not os.path.exists(path + ".tmp")
+    assert len(replaced) == 1  # nothing to drop: the file is left as it is
