@@ -375,7 +375,10 @@ def test_step_loss_and_gradient_match_an_independent_computation(preset, gates):
     (grads, metrics), (reference, (nll, regularizer, gate_values)) = step_and_reference(
         model, toy_variables(model), batch, weights, coefficients)
     nll, regularizer, gate_values = nll[0], regularizer[0], gate_values[0]
-    hypotheses = 1 + 2 * (2 if spec.module == "painless" else 1)
+    names = (("backbone", "conv2/head0", "conv2/head1", "conv1/head0", "conv1/head1") if spec.module == "painless"
+             else ("backbone", "conv2", "conv1"))
+    assert model.hypothesis_names == names and gate_values.shape == (TOY_BATCH, len(names))
+    hypotheses = len(names)
     np.testing.assert_allclose(gate_values.sum(-1), 1, rtol=0, atol=hypotheses * 2 * U_FLOAT32)
     if not gates:
         np.testing.assert_array_equal(gate_values, np.float32(1 / hypotheses))
