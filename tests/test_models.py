@@ -272,7 +272,7 @@ def test_batch_norm_by_products_matches_the_plain_form_and_float64(groups, stati
 def test_mnist_cnn_trains_through_the_cpu_lowerings():
     """The model really runs them (flax passes unit dilations and every BatchNorm goes through
     normalization.normalize): conv1's custom input gradient and the BatchNorms' custom gradients
-    appear in the training gradient's program."""
+    appear in the training gradient's program, and no reduce_window (slow to differentiate)."""
     model = create_model(model_config("mnist_cnn", ad=0))
     x = jnp.zeros((2, 40, 40, 1))
     variables = jax.eval_shape(model.init, jax.random.key(0), x)  # shapes only: nothing compiled
@@ -284,6 +284,7 @@ def test_mnist_cnn_trains_through_the_cpu_lowerings():
     jaxpr = str(jax.make_jaxpr(jax.grad(loss))(variables["params"], variables["batch_stats"]))
     assert jaxpr.count("custom_vjp_call") >= 1 + 7, jaxpr.count("custom_vjp_call")  # conv1, bn1-bn7
     assert "platform_index" in jaxpr
+    assert "reduce_window" not in jaxpr  # its 2x2 max pools are a reshape and a max (layers.max_pool)
 
 
 def test_max_pool_matches_reduce_window():
