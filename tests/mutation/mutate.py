@@ -58,8 +58,9 @@ class Target:
 # selection to the few tests that exercise the module; the whole suite reruns only survivors.
 STEP_LOSS = "tests/test_steps.py::test_step_loss_and_gradient_match_an_independent_computation"
 DEV_BRANCH = "tests/test_weights.py::test_dev_branch_wrn_checkpoint_computes_the_dev_function"  # output '50'
+RELEASED = "tests/test_weights.py::test_released_wrn_attention_network_computes_the_released_function"
 TARGETS: dict[str, Target] = {
-    "wrna_jax/models/attention.py": Target(("tests/test_attention.py", STEP_LOSS, "tests/test_models.py")),
+    "wrna_jax/models/attention.py": Target(("tests/test_attention.py", STEP_LOSS, RELEASED, "tests/test_models.py")),
     "wrna_jax/models/rectify.py": Target((STEP_LOSS, DEV_BRANCH, "tests/test_models.py", "tests/test_init.py")),
     "wrna_jax/models/network.py": Target((STEP_LOSS, DEV_BRANCH, "tests/test_models.py")),
     "wrna_jax/models/layers.py": Target(("tests/test_models.py", "tests/test_init.py")),
@@ -71,7 +72,8 @@ TARGETS: dict[str, Target] = {
         "tests/test_steps.py")),
     "wrna_jax/metrics.py": Target(("tests/test_train.py::test_eval_step_sums_count_padding_nowhere_and_give_the_split_metrics",
                                    "tests/test_train.py::test_ten_crop_evaluation_averages_log_probabilities_over_crops")),
-    "wrna_jax/data/pipeline.py": Target(("tests/test_cluttered_mnist.py",)),
+    "wrna_jax/data/pipeline.py": Target(("tests/test_cluttered_mnist.py",
+                                         "tests/test_fine_grained_data.py::test_same_seed_gives_the_same_augmented_batches")),
     "wrna_jax/data/preprocessing.py": Target(("tests/test_fine_grained_data.py",
                                               "tests/test_cluttered_mnist.py::test_preprocess_scales_to_unit_float")),
     "wrna_jax/data/holdout.py": Target((
