@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import hashlib
 import json
 import os
 import random
@@ -119,7 +120,8 @@ class Mutant:
 
     @property
     def id(self) -> str:
-        return f"{self.path}:{self.line}:{self.start}:{self.operator}"
+        """path:line:offset:operator:hash of the replacement (unique, stable while the file is)."""
+        return f"{self.path}:{self.line}:{self.start}:{self.operator}:{hashlib.sha1(self.after.encode()).hexdigest()[:6]}"
 
     def describe(self) -> str:
         one = lambda s: " ".join(s.split())
