@@ -342,12 +342,14 @@ def main(argv: list[str] | None = None) -> int:
     mutants = all_mutants()
     if args.modules:
         mutants = {p: m for p, m in mutants.items() if p in args.modules.split(",")}
-    chosen = sample(mutants, args.count, args.seed)
-    print(f"{sum(map(len, mutants.values()))} mutants in {len(mutants)} modules; sample of {len(chosen)} "
-          f"(seed {args.seed}):", flush=True)
     if args.ids:  # any mutant of the modules, sampled or not
         wanted = set(args.ids.split(","))
         chosen = [m for found in mutants.values() for m in found if m.id in wanted]
+        what = f"{len(chosen)} chosen by id ({len(wanted) - len(chosen)} ids not found)"
+    else:
+        chosen = sample(mutants, args.count, args.seed)
+        what = f"sample of {len(chosen)} (seed {args.seed})"
+    print(f"{sum(map(len, mutants.values()))} mutants in {len(mutants)} modules; {what}:", flush=True)
     for i, m in enumerate(chosen):
         print(f"  [{i:3d}] {m.id}  {m.describe()}", flush=True)
     if args.list:
