@@ -271,7 +271,8 @@ def toy_model(preset, gates):
 
     from conftest import TESTS, model_config
 
-    sys.path.insert(0, os.path.join(TESTS, "extension"))
+    if os.path.join(TESTS, "extension") not in sys.path:
+        sys.path.insert(0, os.path.join(TESTS, "extension"))
     import toy_backbone  # noqa: F401  (registers 'toy_cnn')
 
     config = model_config("toy_cnn", preset=preset, gates=gates, num_classes=TOY_CLASSES)

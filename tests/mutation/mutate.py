@@ -24,7 +24,7 @@ Why a small script and not mutmut or cosmic-ray: each pytest process pays ~5-10 
 TensorFlow imports, so a mutant must run only the few tests of its module; mutmut (3.x) runs the
 tests it maps by coverage through its own trampolines in every function (which change what jax.jit
 traces and are slow under jit), and cosmic-ray needs a session database and a config per run;
-neither samples a seeded subset across modules. This script is ~300 lines, needs only the standard
+neither samples a seeded subset across modules. This script is ~400 lines, needs only the standard
 library and pytest, and prints every mutant as file, line, operator, before -> after.
 """
 
