@@ -348,6 +348,8 @@ def test_process_shards_are_disjoint_and_cover_the_split(tiny_builder, train):
 
 
 def test_create_split_rejects_bad_arguments(tiny_builder):
+    with pytest.raises(ValueError, match="batch_size=0: must be >= 1"):
+        pipeline.create_split(tiny_builder, "test", 0, train=False, seed=0, preprocess_fn=keep_image)
     with pytest.raises(ValueError, match="start_step"):
         pipeline.create_split(tiny_builder, "test", 8, train=False, seed=0,
                               preprocess_fn=keep_image, start_step=3)

@@ -486,3 +486,22 @@ def test_decoded_cache_changes_nothing_but_where_the_decoding_happens(tmp_path):
     for a, b in zip(evaluation, reference, strict=True):
         np.testing.assert_array_equal(a["label"], b["label"])
         assert np.max(np.abs(a["image"] - b["image"])) <= bound
+
+
+def test_held_out_split_is_stratified_seeded_and_leaves_training_examples():
+    from wrna_jax.data import holdout
+    from wrna_jax.errors import ConfigError
+
+    # Classes of 2, 5, 20 and 30 examples, interleaved: round(0.25 n), at least 1, at most n - 1.
+    labels = np.array([0] * 2 + [1] * 5 + [2] * 20 + [3] * 30)[np.random.default_rng(0).permutation(57)]
+    held = holdout.held_out_indices(labels, 0.25, seed=3)
+    assert list(held) == sorted(set(held.tolist()))
+    assert [int(np.sum(labels[held] == c)) for c in range(4)] == [1, 1, 5, 8]  # round(7.5) = 8
+    np.testing.assert_array_equal(holdout.held_out_indices(labels, 0.25, seed=3), held)  # seeded
+    assert not np.array_equal(holdout.held_out_indices(labels, 0.25, seed=4), held)
+    assert [int(np.sum(labels[holdout.held_out_indices(labels, 0.99, seed=3)] == c)) for c in range(4)] == [1, 4, 19, 29]
+    assert [int(np.sum(labels[holdout.held_out_indices(labels, 0.0, seed=3)] == c)) for c in range(4)] == [1, 1, 1, 1]
+    with pytest.raises(ConfigError, match="class 5 has 1 training example"):
+        holdout.held_out_indices(np.append(labels, 5), 0.25, seed=3)
+    assert holdout.protocol({"validation": None}) is None and holdout.protocol({}) is None
+    assert holdout.protocol({"validation": {"protocol": "authors"}}) == "authors"

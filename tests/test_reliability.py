@@ -116,3 +116,25 @@ def test_the_model_config_is_read_from_the_checkpoint_not_from_the_editable_conf
     with pytest.raises(ValueError, match=r"Checkpoint step 32 .*different model config: attention.width: "
                                          r"checkpoint 2, config 3"):
         evaluate.Restorer(wrong, workdir, "latest")
+
+
+def test_best_and_last_validation_are_selected_from_metrics_file(tmp_path, monkeypatch):
+    from wrna_jax import metrics_file
+
+    path = str(tmp_path / metrics_file.METRICS_FILE)
+    metrics_file.append(path, 1, {"train_loss": 2.0})
+    assert metrics_file.selection(path) is None  # no validation yet
+    for step, accuracy in ((8, 0.5), (16, 0.75), (24, 0.25), (32, 0.75), (40, 0.5)):
+        metrics_file.append(path, step, {"val_accuracy": accuracy, "train_loss": 1.0})
+    with open(path, "a") as f:
+        f.write("\n")
+    assert metrics_file.selection(path) == {"best_val_accuracy": 0.75, "best_step": 32,  # the later of equals
+                                            "last_val_accuracy": 0.5, "last_step": 40}
+    replaced = []
+    monkeypatch.setattr(os, "replace", lambda a, b, replace=os.replace: replaced.append((a, b)) or replace(a, b))
+    assert metrics_file.truncate_after(path, 24) == 3  # 32, 40 and the blank line
+    assert replaced == [(path + ".tmp", path)]  # written aside, then renamed: a kill leaves a whole file
+    assert metrics_file.selection(path) == {"best_val_accuracy": 0.75, "best_step": 16,
+                                            "last_val_accuracy": 0.25, "last_step": 24}
+    assert metrics_file.truncate_after(path, 24) == 0 and not os.path.exists(path + ".tmp")
+    assert len(replaced) == 1  # nothing to drop: the file is left as it is

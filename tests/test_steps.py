@@ -1,6 +1,8 @@
 """The training step: gradient accumulation against the unaccumulated step and against an
 independent per-micro-batch computation, and bfloat16 compute against float32."""
 
+import os
+
 import flax
 import jax
 import jax.numpy as jnp
@@ -8,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import cluttered_mnist
-from numerics import U_BFLOAT16, assert_same_updates, gamma
+from numerics import U_BFLOAT16, U_FLOAT32, assert_same_updates, gamma, probable_error
 from workers import random_batches, reordered
 from wrna_jax import parallel, steps
 from wrna_jax.models import create_model, regularizer_weight
@@ -244,3 +246,170 @@ def test_training_rejects_an_accumulation_that_does_not_divide_the_batch_before_
     with pytest.raises(ValueError, match=r"batch_size=64 is not divisible by 1 device\(s\) x grad_accum_steps=3"):
         train_and_evaluate(config, str(tmp_path / "run"))
     assert not (tmp_path / "never_created").exists() and not (tmp_path / "run").exists()
+
+
+# The step's loss and gradient against an independent computation from the model's outputs, on a
+# two-convolution toy backbone (tests/extension) at 8 x 8 pixels, batch 4: attention at both
+# convolutions (AD = 2, AW = 2), so the regulariser sums or averages over two modules.
+TOY_SHAPE, TOY_BATCH, TOY_CLASSES = (8, 8, 3), 4, 5
+# Chained float32 reductions of at most 8 x 8 x 4 = 256 terms (BatchNorm over batch x positions,
+# the projection), about 12 in the forward pass and 12 in the backward pass: two programs of the
+# same function (fused differently) differ by at most Higham and Mary's bound of each.
+TOY_RELATIVE = 2 * probable_error(256, layers=24)
+# A regulariser weight large enough that its share of the mask convolutions' gradients is far
+# above that rounding for every preset (the test checks it can tell; 'attend_rectify' pools its
+# masks, whose regulariser is ~1e-5 here); the presets' own weights (1e-3 for 'released') are
+# checked by the configured step's binding and in the loss.
+TEST_WEIGHT = 1e4
+# The step and the reference are one program per model, compiled at XLA's lowest CPU
+# optimisation level (half the compile time; the same function up to rounding).
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
+def toy_model(preset, gates):
+    import sys
+
+    from conftest import TESTS, model_config
+
+    if os.path.join(TESTS, "extension") not in sys.path:
+        sys.path.insert(0, os.path.join(TESTS, "extension"))
+    import toy_backbone  # noqa: F401  (registers 'toy_cnn')
+
+    config = model_config("toy_cnn", preset=preset, gates=gates, num_classes=TOY_CLASSES)
+    return config, create_model(config)
+
+
+def toy_variables(model, seed=0):
+    """Variables of the model's shapes without compiling its initialisation: kernels normal with
+    std sqrt(2 / fan_in) (the authors' kaiming normal), BatchNorm scales 1, biases, running means
+    0 and running variances 1, other biases U(+-0.1)."""
+    from wrna_jax.state import abstract_variables
+
+    rng = np.random.default_rng(seed)
+
+    def init(path, leaf):
+        name = path[-1].key
+        if name in ("scale", "var"):
+            return np.ones(leaf.shape, np.float32)
+        if name in ("bias", "mean"):
+            return np.zeros(leaf.shape, np.float32)
+        if "kernel" in name or name == "projection":
+            fan_in = int(np.prod(leaf.shape[:-1])) if leaf.ndim != 3 else leaf.shape[1]
+            return (rng.standard_normal(leaf.shape) * np.sqrt(2 / fan_in)).astype(np.float32)
+        return rng.uniform(-0.1, 0.1, leaf.shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(init, abstract_variables(model, TOY_SHAPE))
+
+
+def reference_regularizer(masks, norm, pool):
+    """Eq. 3 from the masks, written out: per module and image the K x K Gram matrix of the
+    (pooled) masks; 'paper' sums its squared off-diagonal entries, means over images and sums
+    over modules, 'released' means them over images and all K x K entries, then over modules."""
+    per_module = []
+    for m in masks:
+        b, h, w, k = m.shape
+        h, w = h // pool * pool, w // pool * pool
+        m = m[:, :h, :w].reshape(b, h // pool, pool, w // pool, pool, k).mean(axis=(2, 4)).reshape(b, -1, k)
+        gram = jnp.einsum("bpk,bpl->bkl", m, m)
+        squares = jnp.square(gram) * (1 - jnp.eye(k))
+        per_module.append(squares.sum(axis=(1, 2)).mean() if norm == "paper" else squares.mean())
+    return sum(per_module) if norm == "paper" else sum(per_module) / len(per_module)
+
+
+def step_and_reference(model, variables, batch, weights, coefficients):
+    """One program: `steps.train_step`'s (gradients, metrics) at each regulariser weight, and the
+    independent (gradients, (NLL, regulariser, gates)) of a * NLL + b * regulariser at each
+    (a, b). The step's optimiser is momentum with decay 0 (optax.trace), whose state after one
+    step is exactly the gradient it was given."""
+    import optax
+
+    from wrna_jax.state import TrainState
+
+    spec = model.spec
+    tx = optax.trace(decay=0.0)
+    state = TrainState(step=jnp.int32(0), apply_fn=model.apply, params=variables["params"], tx=tx,
+                       opt_state=tx.init(variables["params"]), batch_stats=variables["batch_stats"],
+                       rng=jax.random.PRNGKey(0))
+
+    def step(weight):
+        new, metrics = steps.train_step(state, batch, model=model, regularizer_weight=weight,
+                                        schedule=optax.constant_schedule(0.0))
+        return new.opt_state.trace, metrics
+
+    # Independent: the NLL of the gated mixture of the hypotheses' log-softmax and Eq. 3 from
+    # the masks, gradient by autodiff of a loss a * NLL + b * regulariser.
+    def loss(params, a, b):
+        out, _ = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, batch["image"],
+                             train=True, mutable=["batch_stats"])
+        mixture = jnp.sum(out.gates[..., None] * jax.nn.log_softmax(out.hypotheses, axis=-1), axis=1)
+        nll = -jnp.mean(mixture[jnp.arange(TOY_BATCH), batch["label"]])
+        regularizer = reference_regularizer(list(out.masks.values()), spec.regularizer_norm, spec.regularizer_pool)
+        return a * nll + b * regularizer, (nll, regularizer, out.gates)
+
+    def both(weights, coefficients):
+        reference = jax.vmap(jax.grad(loss, has_aux=True), in_axes=(None, 0, 0))(
+            variables["params"], coefficients[:, 0], coefficients[:, 1])
+        return jax.vmap(step)(weights), reference
+
+    program = jax.jit(both).lower(weights, coefficients).compile(FAST_COMPILE)
+    return jax.device_get(program(weights, coefficients))
+
+
+@pytest.mark.parametrize("gates", [True, False])
+@pytest.mark.parametrize("preset", ["paper", "released", "attend_rectify"])
+def test_step_loss_and_gradient_match_an_independent_computation(preset, gates):
+    from wrna_jax.models.factory import PRESETS
+
+    config, model = toy_model(preset, gates)
+    spec = model.spec
+    assert (spec.depth, spec.width) == (2, 2) and spec.regularizer_norm == PRESETS[preset]["regularizer_norm"]
+    preset_weight = PRESETS[preset]["regularizer_weight"]
+    # The configured step (training's) binds the preset's weight.
+    configured = steps.configured_train_step(config, model, parallel.create_mesh(1), STEPS_PER_EPOCH)
+    assert configured.keywords["regularizer_weight"] == preset_weight
+
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.random((TOY_BATCH, *TOY_SHAPE), np.float32),
+             "label": np.arange(TOY_BATCH, dtype=np.int32) % TOY_CLASSES}
+    weights = np.array([TEST_WEIGHT, 0.0, preset_weight], np.float32)
+    coefficients = np.array([[1, 0], [0, 1], [1, TEST_WEIGHT]], np.float32)
+    (grads, metrics), (reference, (nll, regularizer, gate_values)) = step_and_reference(
+        model, toy_variables(model), batch, weights, coefficients)
+    nll, regularizer, gate_values = nll[0], regularizer[0], gate_values[0]
+    names = (("backbone", "conv2/head0", "conv2/head1", "conv1/head0", "conv1/head1") if spec.module == "painless"
+             else ("backbone", "conv2", "conv1"))
+    assert model.hypothesis_names == names and gate_values.shape == (TOY_BATCH, len(names))
+    hypotheses = len(names)
+    np.testing.assert_allclose(gate_values.sum(-1), 1, rtol=0, atol=hypotheses * 2 * U_FLOAT32)
+    if not gates:
+        np.testing.assert_array_equal(gate_values, np.float32(1 / hypotheses))
+
+    # The loss: NLL + weight x regulariser, each term as computed independently.
+    for i, weight in enumerate(weights):
+        np.testing.assert_allclose(metrics["nll"][i], nll, rtol=TOY_RELATIVE)
+        np.testing.assert_allclose(metrics["regularizer"][i], regularizer, rtol=TOY_RELATIVE)
+        expected = np.float64(metrics["nll"][i]) + np.float64(weight) * np.float64(metrics["regularizer"][i])
+        np.testing.assert_allclose(metrics["loss"][i], expected, rtol=4 * U_FLOAT32, err_msg=f"weight {weight}")
+    assert TEST_WEIGHT * regularizer > 100 * 4 * U_FLOAT32 * nll  # the loss shows the term
+
+    # The gradient of every tensor: at weight 0 the NLL's, at TEST_WEIGHT the independent one, and
+    # the regulariser's share (the difference between the two) TEST_WEIGHT x the regulariser's own
+    # gradient. Each side is within TOY_RELATIVE of the sizes of the terms it sums.
+    flat = lambda tree, i: {k: v[i] for k, v in flax.traverse_util.flatten_dict(tree, sep="/").items()}
+    g_nll, g_reg, g_ref = (flat(reference, i) for i in range(3))
+    g_weighted, g_zero = flat(grads, 0), flat(grads, 1)
+    sizes = {name: np.linalg.norm(g_nll[name]) + TEST_WEIGHT * np.linalg.norm(g_reg[name]) for name in g_nll}
+    floor = U_FLOAT32 * max(sizes.values())  # a gradient that cancels to zero (a bias before BatchNorm)
+    for name, size in sizes.items():
+        tolerance = TOY_RELATIVE * size + floor
+        np.testing.assert_array_less(np.linalg.norm(g_zero[name] - g_nll[name]),
+                                     TOY_RELATIVE * np.linalg.norm(g_nll[name]) + floor, err_msg=f"NLL gradient of {name}")
+        np.testing.assert_array_less(np.linalg.norm(g_weighted[name] - g_ref[name]), tolerance,
+                                     err_msg=f"gradient of {name}")
+        share = g_weighted[name] - g_zero[name]
+        np.testing.assert_array_less(np.linalg.norm(share - TEST_WEIGHT * g_reg[name]), 2 * tolerance,
+                                     err_msg=f"regulariser's share of the gradient of {name}")
+    masks = [name for name in sizes if name.endswith("mask_conv/kernel")]
+    assert len(masks) == 2
+    for name in masks:  # the check can tell: the regulariser's share is far above the tolerance
+        assert TEST_WEIGHT * np.linalg.norm(g_reg[name]) > 20 * (2 * TOY_RELATIVE * sizes[name] + 2 * floor), name

@@ -96,6 +96,13 @@ def test_schedules_and_learning_rate_groups():
     config.schedule.update(kind="steps", boundaries_epochs=(1, 3), factor=0.1, warmup_epochs=0)
     schedule = learning_rate_schedule(config, steps_per_epoch=10)
     assert [float(schedule(s)) for s in (0, 9, 10, 29, 30)] == pytest.approx([0.2, 0.2, 0.02, 0.02, 0.002])
+    # Fractions of an epoch round to the nearest step: 0.75 x 10 = 7.5 -> 8, 1.35 x 10 -> 14.
+    config.schedule.update(boundaries_epochs=(0.75,))
+    schedule = learning_rate_schedule(config, steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (7, 8)] == pytest.approx([0.2, 0.02])
+    schedule = learning_rate_schedule({"optimizer": {"learning_rate": 0.2}, "schedule": {
+        "kind": "every", "every_epochs": 1.35, "factor": 0.5, "warmup_epochs": 0.75}}, steps_per_epoch=10)
+    assert [float(schedule(s)) for s in (4, 8, 13, 14)] == pytest.approx([0.1, 0.2, 0.2, 0.1])
     config.schedule.kind = "cosine"
     with pytest.raises(ValueError, match="'constant', 'steps', 'every'"):
         learning_rate_schedule(config, 10)
@@ -116,6 +123,7 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     assert reopened.all_steps() == [2, 4, 5]
     assert reopened.resolve("best") == 2 and reopened.resolve("latest") == 5
     assert reopened.resolve("4") == 4 and reopened.metrics(2) == {"accuracy": 0.9}
+    assert checkpoint.resume_point(reopened, ml_collections.ConfigDict({"seed": 5})) == 5  # the newest
     restored = reopened.restore(2, {"w": np.zeros(3, np.float32)})
     np.testing.assert_array_equal(restored["w"], [2, 2, 2])
     assert reopened.saved_config(4) == {"seed": 4}
@@ -142,3 +150,119 @@ def test_ten_crop_evaluation_averages_log_probabilities_over_crops():
     assert_close_to(out.hypotheses, hyp, relative=relative, what="hypotheses")
     assert_close_to(out.masks["conv5"], singles[4].masks["conv5"], relative=relative, what="masks")
     assert out.log_probs.shape == (3, 10)
+
+
+def test_eval_step_sums_count_padding_nowhere_and_give_the_split_metrics():
+    import jax.numpy as jnp
+
+    from wrna_jax.errors import TrainingDivergedError
+    from wrna_jax.models import ModelOutput
+
+    class Fixed:
+        """A model whose output is its input: (B, 5, 6, 1) images hold log-probabilities,
+        two hypotheses, gates and a mask."""
+
+        def apply(self, variables, images, train):
+            images = images[..., 0]
+            return ModelOutput(log_probs=images[:, 0, :6], hypotheses=images[:, 1:3, :6], gates=images[:, 3, :2],
+                               masks={"conv": images[:, None, None, 4, :1]}, regularizer=jnp.zeros(()))
+
+    rng = np.random.default_rng(0)
+    images = np.log(rng.dirichlet(np.ones(6), size=(4, 5)).astype(np.float32))
+    images[:, 3, :2] = [[0.25, 0.75], [0.5, 0.5], [1.0, 0.0], [0.0, 1.0]]
+    labels = np.argmax(images[:, 0], -1).astype(np.int32)
+    labels[1] = np.argsort(images[1, 0])[-2]  # second best: top-5 but not top-1
+    labels[2] = np.argmin(images[2, 0])  # not even top-5 of 6 classes
+    mask = np.array([True, True, True, False])  # the last is padding
+    sums, _ = metrics.eval_step({}, {"image": jnp.asarray(images)[..., None], "label": labels, "mask": mask}, model=Fixed())
+    assert (float(sums["count"]), float(sums["correct"]), float(sums["correct_top5"])) == (3, 1, 2)
+    np.testing.assert_allclose(sums["nll"], -sum(images[i, 0, labels[i]] for i in range(3)), rtol=4 * 2.0 ** -24)
+    expected_hyp = [sum(int(np.argmax(images[i, h, :6]) == labels[i]) for i in range(3)) for h in (1, 2)]
+    np.testing.assert_array_equal(sums["hypothesis_correct"], expected_hyp)
+    np.testing.assert_allclose(sums["gate_sum"], [1.75, 1.25])
+    confusion = np.zeros((6, 6))
+    for i in range(3):
+        confusion[labels[i], np.argmax(images[i, 0])] += 1
+    np.testing.assert_array_equal(sums["confusion"], confusion)
+    result = metrics.metrics_from_sums(sums, ("backbone", "conv/head0"), 6)
+    assert result["num_examples"] == 3 and result["accuracy"] == 1 / 3 and result["top5_accuracy"] == 2 / 3
+    assert result["loss"] == pytest.approx(float(sums["nll"]) / 3)
+    assert result["hypothesis_accuracy"] == {"backbone": expected_hyp[0] / 3, "conv/head0": expected_hyp[1] / 3}
+    assert result["mean_gates"] == pytest.approx({"backbone": 1.75 / 3, "conv/head0": 1.25 / 3})
+    assert result["confusion"] == confusion.astype(int).tolist()
+    assert "top5_accuracy" not in metrics.metrics_from_sums(sums, ("backbone", "conv/head0"), 5)
+
+    class Checkpoints:
+        directory = "ckpts"
+
+        def latest_step(self):
+            return 8
+
+        def wait(self):
+            pass
+
+    fine = [{"loss": 2.0, "nll": 1.5, "regularizer": 0.5, "accuracy": 0.25, "learning_rate": 0.1, "nonfinite": -1},
+            {"loss": 1.0, "nll": 0.5, "regularizer": 0.0, "accuracy": 0.75, "learning_rate": 0.01, "nonfinite": -1}]
+    assert metrics.summarise_steps(fine, Checkpoints()) == {
+        "train_loss": 1.5, "train_nll": 1.0, "train_regularizer": 0.25, "train_accuracy": 0.5, "learning_rate": 0.01}
+    with pytest.raises(TrainingDivergedError, match="infinite at step 11;.* step 8, is kept in ckpts"):
+        metrics.check_finite([fine[0], {**fine[1], "nonfinite": 10}, {**fine[1], "nonfinite": 11}], Checkpoints())
+
+
+def test_early_stop_counts_evaluations_since_the_best_and_a_signal_saves_only_unsaved_steps():
+    class Recorder:
+        directory, saved, best = "ckpts", [], 20
+
+        def save(self, step, state, config, metrics=None):
+            self.saved.append((step, metrics))
+
+        def best_step(self):
+            return self.best
+
+    ckpts, config = Recorder(), ml_collections.ConfigDict({"early_stop_patience": 2})
+    assert checkpoint.save_evaluated(ckpts, 30, {}, config, 0.5, eval_every=10) is None  # 1 evaluation since
+    assert checkpoint.save_evaluated(ckpts, 40, {}, config, 0.5, eval_every=10) == (
+        "Early stop at step 40: no improvement since step 20.")
+    assert ckpts.saved == [(30, {checkpoint.METRIC: 0.5}), (40, {checkpoint.METRIC: 0.5})]
+    config.early_stop_patience = 0  # never
+    assert checkpoint.save_evaluated(ckpts, 90, {}, config, 0.5, eval_every=10) is None
+    ckpts.saved.clear()
+    message = checkpoint.save_interrupted(ckpts, 40, {}, config, eval_every=10, signal="SIGTERM")
+    assert ckpts.saved == [] and message.startswith("Interrupted (SIGTERM) at step 40: checkpoint saved in ckpts")
+    checkpoint.save_interrupted(ckpts, 43, {}, config, eval_every=10, signal="SIGINT")
+    assert ckpts.saved == [(43, None)]
+
+
+def test_sgd_follows_pytorch_weight_decay_then_momentum_then_the_group_learning_rate():
+    """Two steps of optim.create_optimizer against PyTorch's SGD written out, with the learning
+    rate changing between them (so that where it is applied matters) and a head group."""
+    import jax
+
+    from wrna_jax.optim import create_optimizer
+
+    config = {"optimizer": {"learning_rate": 0.5, "weight_decay": 0.1, "momentum": 0.9, "nesterov": True,
+                            "head_lr_multiplier": 10.0},
+              "schedule": {"kind": "steps", "boundaries_epochs": (1,), "factor": 0.1, "warmup_epochs": 0}}
+    params = {"backbone": {"conv": {"kernel": np.array([1.0, -2.0], np.float32)},
+                           "fc": {"kernel": np.array([0.5], np.float32)}},
+              "att": {"kernel": np.array([3.0], np.float32)}}
+    grads = [jax.tree.map(lambda p, i=i: np.full_like(p, 0.25 * (i + 1)), params) for i in range(2)]
+    tx = create_optimizer(config, steps_per_epoch=1, classifier="fc")
+    state, got = tx.init(params), params
+    for g in grads:
+        updates, state = tx.update(g, state, got)
+        got = jax.tree.map(lambda p, u: p + u, got, updates)
+
+    def pytorch(p, gs, multiplier):
+        p, buffer = np.float64(p), None
+        for step, g in enumerate(gs):
+            d = g + 0.1 * p
+            buffer = d if buffer is None else 0.9 * buffer + d
+            p = p - (0.5 if step == 0 else 0.05) * multiplier * (d + 0.9 * buffer)
+        return p
+
+    flat = flax.traverse_util.flatten_dict(got, sep="/")
+    for name, multiplier in (("backbone/conv/kernel", 1), ("backbone/fc/kernel", 10), ("att/kernel", 10)):
+        gs = [flax.traverse_util.flatten_dict(g, sep="/")[name] for g in grads]
+        want = pytorch(flax.traverse_util.flatten_dict(params, sep="/")[name], gs, multiplier)
+        np.testing.assert_allclose(flat[name], want, rtol=1e-6, err_msg=name)
