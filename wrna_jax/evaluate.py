@@ -5,7 +5,7 @@ write the results; and `Restorer`, which reads a run's checkpoints without writi
 
 import json
 import os
-from typing import Any
+from typing import Any, Mapping
 
 import jax
 import ml_collections
