@@ -96,10 +96,10 @@ def test_evaluation_skips_a_damaged_latest_checkpoint_says_so_and_writes_nothing
     config, finished, workdir, report = damaged_run
     before = listing(workdir)
     model, mesh = create_model(config), parallel.create_mesh(config.num_devices)
-    input_shape = input_shape(config)
+    shape = input_shape(config)
     restorer = evaluate.Restorer(config, workdir, "latest")
     try:
-        step, variables = restorer.variables(model, input_shape, mesh)
+        step, variables = restorer.variables(model, shape, mesh)
     finally:
         restorer.close()
     assert step == 24
@@ -111,7 +111,7 @@ def test_evaluation_skips_a_damaged_latest_checkpoint_says_so_and_writes_nothing
     assert_same_variables((params, stats), (variables["params"], variables["batch_stats"]))
     assert listing(workdir) == before
     with pytest.raises(DamagedCheckpointError, match=r"--checkpoint=32: checkpoint step 32 .*is damaged"):
-        evaluate.Restorer(config, workdir, "32").variables(model, input_shape, mesh)
+        evaluate.Restorer(config, workdir, "32").variables(model, shape, mesh)
 
 
 # Damage found by reading (the data file; zero-filling takes the same path) and found from the
