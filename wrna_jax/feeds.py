@@ -344,12 +344,15 @@ def create_feed(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh, spli
     kind = kind or choose(config, saved)
     if kind == "device":
         feed = DeviceFeed(config.dataset, mesh, **overrides)
+        names = {}
         for split in splits:
-            name = feed.split(split) if split.endswith("_split") else split
+            field = split.endswith("_split")
+            name = feed.split(split) if field else split
             if not feed.has_split(name):
-                what = f"config.dataset.{split}" if split.endswith("_split") else "--split"
+                what = f"config.dataset.{split}" if field else "--split"
                 raise ConfigError(f"{what}={name!r}: the dataset has splits {feed.split_names()}.")
-        names = tuple(dict.fromkeys(feed.split(s) if s.endswith("_split") else s for s in splits))
+            names[name] = None
+        names = tuple(names)
         fits, line = check_fits(feed, names, config, mesh)
         if fits:
             announce(line)
