@@ -62,7 +62,7 @@ def test_settings_from_config_environment_and_schedulers():
 
 
 def test_train_py_and_eval_py_across_two_processes(runs):
-    """The user's commands on two processes x 2 devices (run by the `runs` processes of
+    """The user's commands on two processes x 4 devices (run by the `runs` processes of
     conftest.py after their own checks, as the shell would run them one after the other): process
     0 alone writes the logs and figures, the checkpoints written together restore for evaluation
     (eval.py's main, after train.py's in the same two processes), and eval.py counts every example
@@ -70,7 +70,7 @@ def test_train_py_and_eval_py_across_two_processes(runs):
     facts, out = runs
     run = out / "train_eval"
     assert [facts[f"process_{pid}"]["train_then_eval"] for pid in (0, 1)] == [0, 0]
-    assert all(facts[f"process_{pid}"]["local_device_count"] == 2 and facts[f"process_{pid}"]["device_count"] == 4
+    assert all(facts[f"process_{pid}"]["local_device_count"] == 4 and facts[f"process_{pid}"]["device_count"] == 8
                for pid in (0, 1))
     records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     val = [r for r in records if "val_accuracy" in r]

@@ -1,19 +1,17 @@
-"""Data parallelism compared across device and process counts on the same global batches.
-
-One process with 8 simulated CPU devices computes one SGD step on 1 and on 8 devices (and the
-4-device reference below); two processes with 2 devices each (`jax.distributed` on localhost,
-gloo) train the same steps as one process with 4 devices. The three processes run concurrently
-(tests/workers.py, the `runs` fixture in conftest.py, which test_distributed.py shares) and
-report arrays and facts; the comparisons happen here.
+"""Data parallelism: two processes with 4 simulated CPU devices each (8 devices, `jax.distributed`
+on localhost, gloo; the `runs` fixture of conftest.py, which test_distributed.py shares, runs
+them: tests/workers.py) train the same two accumulated steps on the same global batches as one
+device here, and report arrays and facts; the comparisons happen here.
 
 Tolerances (tests/numerics.py): the configurations compute the same function and differ only in
 the order of their float32 reductions (per-device partial sums, all-reduces across devices and
-processes). The reference (one device, or one process) is also computed on the same batches with
-the examples reordered, which measures each tensor's summation-order noise on this CPU; each
-tensor's update must agree within a few times that noise, plus rtol of its own size, plus the
-rounding of storing the results. BatchNorm running statistics, which can be zero up to rounding,
-are also allowed the worst-case error of their batch statistics for any summation order: gamma(n)
-of the longest reduction of a step, the input BatchNorm's over batch x 40 x 40 values.
+processes). The reference (one device) is also computed on the same batches with the examples
+reordered within each micro-batch, which measures each tensor's summation-order noise on this
+CPU; each tensor's update must agree within a few times that noise, plus rtol of its own size,
+plus the rounding of storing the results. BatchNorm running statistics, which can be zero up to
+rounding, are also allowed the worst-case error of their batch statistics for any summation
+order: gamma(n) of the longest reduction of a step, the input BatchNorm's over a micro-batch x
+40 x 40 values.
 """
 
 import json
@@ -23,16 +21,13 @@ import numpy as np
 import pytest
 
 from numerics import assert_same_updates
+from workers import BATCHES, REORDERINGS, distributed_config, random_batches, reordered, train
 
-# One step, 1 vs 8 devices: what the reordering noise does not cover. Measured: at most 4e-5 of a
-# tensor's update (Intel Xeon) beyond the rounding floors. A wrong result (a device's shard
-# dropped or counted twice: the update then differs by ~1/8) fails by far.
-ONE_STEP_RTOL = 1e-3
-# Two steps with accumulation, two processes vs one: step 2 starts from parameters that already
-# differ by step 1's rounding, which BatchNorm and max pooling carry into step 2's update.
-# Measured: at most 3.4e-5 of a tensor's update. A shard fed twice or dropped differs by ~1/2.
+# Two steps with accumulation, 8 devices on two processes vs one device: step 2 starts from
+# parameters that already differ by step 1's rounding, which BatchNorm and max pooling carry into
+# step 2's update. Measured: at most 3.4e-5 of a tensor's update (2 processes x 2 devices vs 4
+# devices, Intel Xeon). A shard fed twice or dropped changes an update by ~1/8 or more.
 TWO_STEP_RTOL = 2e-3
-REORDERINGS = 3
 
 
 def load(path) -> dict[str, np.ndarray]:
@@ -40,32 +35,25 @@ def load(path) -> dict[str, np.ndarray]:
         return dict(data)
 
 
-def test_eight_devices_match_one_device_on_the_same_global_batch(runs):
-    facts, out = runs
-    assert facts["data_parallel"]["device_count"] == 8
-    assert facts["data_parallel"]["batch_devices_8"] == 8  # the state lives on all 8 devices
-    reordered = [load(out / f"one_step_1_reordered{i}.npz") for i in range(REORDERINGS)]
-    rows = assert_same_updates(load(out / "one_step_before.npz"), load(out / "one_step_1.npz"),
-                               load(out / "one_step_8.npz"), rtol=ONE_STEP_RTOL, reduction_size=32 * 40 * 40,
-                               reordered=reordered, what="8 devices vs 1")
-    print("worst relative update difference", max(r["relative"] for r in rows if r["name"].startswith("params")))
-    assert all(r["update"] > 0 for r in rows if r["name"].startswith("params/"))
+def test_two_processes_of_four_devices_match_one_device(runs):
+    from wrna_jax import parallel
 
-
-def test_two_processes_with_two_devices_each_match_one_process_with_four(runs):
     facts, out = runs
+    config, batches = distributed_config(), random_batches(**BATCHES)
+    one, *noise = train(config, [batches] + [reordered(batches, seed, config.grad_accum_steps)
+                                             for seed in range(REORDERINGS)], parallel.create_mesh(1))
     for pid in (0, 1):
         process = facts[f"process_{pid}"]
         assert (process["joined"], process["process_count"], process["device_count"],
-                process["local_device_count"]) == (True, 2, 4, 2)
+                process["local_device_count"], process["state_devices"]) == (True, 2, 8, 4, 8)
         before = load(out / f"distributed_before_2_{pid}.npz")
         np.testing.assert_array_equal(before["params/backbone/fc2/kernel"],  # same initialisation
-                                      load(out / "distributed_before_1.npz")["params/backbone/fc2/kernel"])
-        assert_same_updates(load(out / "distributed_before_1.npz"), load(out / "distributed_after_1.npz"),
-                            load(out / f"distributed_after_2_{pid}.npz"), rtol=TWO_STEP_RTOL,
-                            reduction_size=16 // 2 * 40 * 40, what=f"process {pid} of 2 vs one process",
-                            reordered=[load(out / f"distributed_after_1_reordered{i}.npz")
-                                       for i in range(REORDERINGS)])
+                                      one[0]["params/backbone/fc2/kernel"])
+        rows = assert_same_updates(one[0], one[1], load(out / f"distributed_after_2_{pid}.npz"), rtol=TWO_STEP_RTOL,
+                                   reduction_size=BATCHES["size"] // config.grad_accum_steps * 40 * 40,
+                                   what=f"process {pid} of 2 (8 devices) vs one device",
+                                   reordered=[run[1] for run in noise])
+        assert all(r["update"] > 0 for r in rows if r["name"].startswith("params/"))
         # Checkpoints written together restore exactly, on every process.
         assert process["restored_step"] == 2
         assert max(process["restored_differences"].values()) == 0.0, process["restored_differences"]

@@ -2,7 +2,6 @@
 when JAX starts). They assert nothing: they write what they computed (arrays as .npz, facts as
 JSON) for the test to compare, so a failure names the tensor and the numbers.
 
-    python tests/workers.py data_parallel OUTDIR          # with 8 (simulated) devices
     python tests/workers.py distributed OUTDIR N ID PORT [ARGS... -- EVAL_ARGS...]
         # one of N processes; then train_then_eval(ARGS, EVAL_ARGS) in the same processes
     python tests/workers.py train_then_eval - ARGS... -- EVAL_ARGS...
@@ -42,23 +41,18 @@ def random_batches(count: int, size: int, seed: int = 0) -> list[dict[str, np.nd
             for _ in range(count)]
 
 
-def one_step_config():
-    """The 1-vs-8-device comparison: the attention CNN, one SGD step on a batch of 32."""
-    from configs import cluttered_mnist
-
-    config = cluttered_mnist.get_config()
-    config.update_from_flattened_dict({"attention.depth": 2, "batch_size": 32})
-    return config
-
-
 def distributed_config():
-    """The multi-process comparison: two accumulated micro-batches per step, two steps."""
+    """The multi-device comparison (test_parallel.py): the attention CNN, two SGD steps on
+    batches of 32, each accumulated over two micro-batches."""
     from configs import cluttered_mnist
 
     config = cluttered_mnist.get_config()
-    config.update_from_flattened_dict({"attention.depth": 0, "batch_size": 16, "optimizer.learning_rate": 0.01,
+    config.update_from_flattened_dict({"attention.depth": 2, "batch_size": 32, "optimizer.learning_rate": 0.01,
                                        "grad_accum_steps": 2})
     return config
+
+
+BATCHES = dict(count=2, size=32)  # the global batches of the comparison (`random_batches`)
 
 
 def _variables(state) -> dict[str, np.ndarray]:
@@ -93,34 +87,6 @@ def train(config, runs, mesh, share=slice(None)):
     return results
 
 
-def data_parallel(outdir: str) -> None:
-    import jax
-
-    from wrna_jax import parallel
-
-    facts = {"device_count": jax.device_count()}
-    batch = random_batches(1, 32)
-    one = train(one_step_config(), [batch] + [reordered(batch, seed) for seed in range(REORDERINGS)],
-                parallel.create_mesh(1))
-    (eight,) = train(one_step_config(), [batch], parallel.create_mesh(8))
-    np.savez(os.path.join(outdir, "one_step_before.npz"), **one[0][0])
-    np.savez(os.path.join(outdir, "one_step_1.npz"), **one[0][1])
-    np.savez(os.path.join(outdir, "one_step_8.npz"), **eight[1])
-    for i, run in enumerate(one[1:]):
-        np.savez(os.path.join(outdir, f"one_step_1_reordered{i}.npz"), **run[1])
-    facts["batch_devices_8"] = len(eight[3].params["backbone"]["fc2"]["kernel"].sharding.device_set)
-    facts["loss_1"], facts["loss_8"] = float(one[0][2]["loss"]), float(eight[2]["loss"])
-    # The single-process reference of `distributed`: one process with 4 devices.
-    config, batches = distributed_config(), random_batches(2, 16)
-    four = train(config, [batches] + [reordered(batches, seed, config.grad_accum_steps)
-                                      for seed in range(REORDERINGS)], parallel.create_mesh(4))
-    np.savez(os.path.join(outdir, "distributed_before_1.npz"), **four[0][0])
-    for i, run in enumerate(four):
-        np.savez(os.path.join(outdir, "distributed_after_1.npz" if i == 0 else
-                              f"distributed_after_1_reordered{i - 1}.npz"), **run[1])
-    print(json.dumps(facts), flush=True)
-
-
 def distributed(outdir: str, num_processes: int, process_id: int, port: str,
                 train_args: list[str] | None = None, eval_args: list[str] | None = None) -> None:
     from wrna_jax import distributed as dist
@@ -137,9 +103,11 @@ def distributed(outdir: str, num_processes: int, process_id: int, port: str,
 
     facts = {"joined": joined, "process_count": jax.process_count(), "device_count": jax.device_count(),
              "local_device_count": jax.local_device_count()}
-    share = slice(process_id * 16 // num_processes, (process_id + 1) * 16 // num_processes)
-    ((before, after, metrics, state),) = train(distributed_config(), [random_batches(2, 16)],
+    size = BATCHES["size"]
+    share = slice(process_id * size // num_processes, (process_id + 1) * size // num_processes)
+    ((before, after, metrics, state),) = train(distributed_config(), [random_batches(**BATCHES)],
                                                parallel.create_mesh(), share)
+    facts["state_devices"] = len(state.params["backbone"]["fc2"]["kernel"].sharding.device_set)
     np.savez(os.path.join(outdir, f"distributed_before_{num_processes}_{process_id}.npz"), **before)
     np.savez(os.path.join(outdir, f"distributed_after_{num_processes}_{process_id}.npz"), **after)
 
@@ -206,8 +174,6 @@ if __name__ == "__main__":
     if task == "train_then_eval":
         split = rest.index("--")
         sys.exit(train_then_eval(rest[:split], rest[split + 1:]))
-    elif task == "data_parallel":
-        data_parallel(outdir)
     elif task == "distributed":
         commands = rest[3:]
         split = commands.index("--") if "--" in commands else len(commands)

@@ -5,8 +5,9 @@ a config file that cannot be loaded) ends the command with one line `error: ...`
 exit status 2, before any long work; any other exception is a bug and keeps its traceback.
 `invoke` is the same path without absl's `app.run`, for tests. Both apply the XLA:CPU defaults
 (wrna_jax/xla_flags.py) before JAX starts and the console's quiet default (wrna_jax/console.py:
-the libraries' INFO logging only with --verbosity=1); importing this module imports TensorFlow
-with its C++ start-up lines kept off the console, before anything else imports it.
+the libraries' INFO logging only with --verbosity=1). TensorFlow is imported only by the modules
+that need it (the host feed, dataset preparation), through `wrna_jax/data/tensorflow_cpu.py`,
+which keeps its C++ start-up lines off the console: a run on the device feed never loads it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from wrna_jax.errors import ConfigError, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report a process ended by SIGINT
-
-console.import_tensorflow(console.verbosity_in(sys.argv))
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "The run's directory: checkpoints, logs and figures.")

@@ -3,7 +3,8 @@ results, `error: ...` lines) and the warnings that ask something of the user. Th
 logging (absl, orbax, TFDS, clu, JAX) and TensorFlow's C++ start-up lines show only with
 `--verbosity=1` (`-v 1`; `-v 2` adds DEBUG).
 
-Three sources, three switches, all set by `wrna_jax/cli.py`:
+Three sources, three switches (`wrna_jax/cli.py` sets the last; `wrna_jax/data/tensorflow_cpu.py`,
+the one importer of TensorFlow, the first two):
 - TensorFlow's C++ start-up lines ("oneDNN custom operations are on", "All log messages before
   absl::InitializeLog() ...") are written to file descriptor 2 while `tensorflow` is imported,
   before any Python logging exists and whatever TF_CPP_MIN_LOG_LEVEL says: `import_tensorflow`

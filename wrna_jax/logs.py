@@ -1,7 +1,9 @@
 """The training logs in the workdir: `metrics.jsonl` (one JSON line per write) and TensorBoard
 events, and their repair on resume. Imports no TensorFlow: the events are written and read with
-the `tensorboard` package's own record writer and protocol buffers (clu's writers need
-TensorFlow, which the device feed does without).
+the `tensorboard` package's own record writer and protocol buffers on plain Python files (clu's
+writers need TensorFlow, which the device feed does without, and tensorboard's EventFileWriter
+opens its file through `tensorboard.compat.tf`, which loads TensorFlow, seconds of start-up,
+whenever it is installed). The workdir is therefore a local or mounted directory.
 
 A run killed after its last checkpoint has logged steps that the resumed run logs again.
 `truncate_after(workdir, step)` drops everything logged after the step the run resumes from
@@ -11,7 +13,9 @@ A run killed after its last checkpoint has logged steps that the resumed run log
 from __future__ import annotations
 
 import glob
+import itertools
 import os
+import socket
 import struct
 import time
 from collections.abc import Iterator, Mapping
@@ -20,7 +24,6 @@ from typing import Any
 import jax
 from absl import logging
 from tensorboard.compat.proto import event_pb2, summary_pb2
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from wrna_jax import metrics_file
@@ -34,7 +37,7 @@ class MetricWriter:
     def __init__(self, workdir: str):
         self.writes = jax.process_index() == 0
         self.path = os.path.join(workdir, METRICS_FILE)
-        self.events = EventFileWriter(workdir) if self.writes else None
+        self.events = EventFile(workdir) if self.writes else None
 
     def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
         if not self.writes:
@@ -51,6 +54,31 @@ class MetricWriter:
     def close(self) -> None:
         if self.events is not None:
             self.events.close()
+
+
+class EventFile:
+    """A new TensorBoard event file in `directory`, named and begun as tensorboard's
+    EventFileWriter does (`events.out.tfevents.<time>.<host>.<pid>.<n>`, a file_version event
+    first); events are written as they come and reach the disk at `flush`."""
+
+    _count = itertools.count()
+
+    def __init__(self, directory: str):
+        os.makedirs(directory, exist_ok=True)
+        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.{next(self._count)}"
+        self._file = open(os.path.join(directory, name), "wb")
+        self._records = RecordWriter(self._file)
+        self.add_event(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.flush()
+
+    def add_event(self, event: event_pb2.Event) -> None:
+        self._records.write(event.SerializeToString())
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
 
 
 def metric_writer(workdir: str) -> MetricWriter:
