@@ -152,7 +152,7 @@ def tiny_run(tmp_path_factory):
 
 
 # train.py and then eval.py on two processes of 4 devices each: run by the `runs` processes once
-# they have joined (test_distributed.py reads the results).
+# they have joined (test_parallel.py reads the results).
 def distributed_commands(out: pathlib.Path, port: str) -> list[str]:
     return ["--config=configs/cluttered_mnist.py", f"--workdir={out / 'train_eval'}",
             f"--config.dataset.data_dir={out / 'data'}", "--config.dataset.cluttered_mnist.num_train=256",

@@ -1,15 +1,13 @@
-"""Multi-process runs on JAX's distributed runtime (localhost, gloo): train.py and eval.py on two
-processes, start-up settings, and the error of a process whose peer never arrives. Every
-subprocess is bounded by a timeout. The numerical comparison of two processes against one is in
-test_parallel.py."""
+"""Multi-process start-up on JAX's distributed runtime: the settings from the config, the
+environment and schedulers, and the error of a process whose peer never arrives (bounded by a
+timeout). Two processes training against one, and train.py and eval.py on two processes, are in
+test_parallel.py (which runs them)."""
 
-import json
-import os
 import time
 
 import pytest
 
-from conftest import free_port, read_png, spawn
+from conftest import free_port, spawn
 from configs import default
 from wrna_jax import distributed
 
@@ -59,26 +57,3 @@ def test_settings_from_config_environment_and_schedulers():
     with pytest.raises(ValueError, match=r"local_device_ids='a,b': use comma-separated device numbers"):
         distributed.settings_for(fields(coordinator_address="h:1", num_processes=2, process_id=0,
                                         local_device_ids="a,b"), {})
-
-
-def test_train_py_and_eval_py_across_two_processes(runs):
-    """The user's commands on two processes x 4 devices (run by the `runs` processes of
-    conftest.py after their own checks, as the shell would run them one after the other): process
-    0 alone writes the logs and figures, the checkpoints written together restore for evaluation
-    (eval.py's main, after train.py's in the same two processes), and eval.py counts every example
-    of the split exactly once."""
-    facts, out = runs
-    run = out / "train_eval"
-    assert [facts[f"process_{pid}"]["train_then_eval"] for pid in (0, 1)] == [0, 0]
-    assert all(facts[f"process_{pid}"]["local_device_count"] == 4 and facts[f"process_{pid}"]["device_count"] == 8
-               for pid in (0, 1))
-    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
-    val = [r for r in records if "val_accuracy" in r]
-    assert [r["step"] for r in val] == [4, 8]  # one line per evaluation: process 0 only
-    assert sorted(os.listdir(run / "checkpoints")) == ["4", "8"]
-
-    results = json.load(open(run / "eval_latest" / "eval_results.json"))
-    assert results["checkpoint_step"] == 8 and results["num_examples"] == 96
-    assert results["accuracy"] == val[-1]["val_accuracy"]  # the same program on the same checkpoint
-    # Process 0 draws the masks of the first 3 validation canvases: 1 + 2 heads columns.
-    read_png(run / "eval_latest" / "attention_masks.png", size=(480, 510))

@@ -7,7 +7,9 @@ import os
 
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "wrna_jax")
 LOWEST = ("wrna_jax.models", "wrna_jax.data")  # they may import each other (a class count, a shape)
-FOUNDATION = ("wrna_jax.errors", "wrna_jax.registry")  # what the lowest rooms may import besides
+# What the lowest rooms may import besides: leaves that import nothing of ours (the console:
+# data/tensorflow_cpu.py imports TensorFlow with its start-up lines kept off it).
+FOUNDATION = ("wrna_jax.errors", "wrna_jax.registry", "wrna_jax.console")
 
 
 def modules() -> dict[str, str]:

@@ -1,7 +1,8 @@
 """Data parallelism: two processes with 4 simulated CPU devices each (8 devices, `jax.distributed`
-on localhost, gloo; the `runs` fixture of conftest.py, which test_distributed.py shares, runs
-them: tests/workers.py) train the same two accumulated steps on the same global batches as one
-device here, and report arrays and facts; the comparisons happen here.
+on localhost, gloo; the `runs` fixture of conftest.py runs them: tests/workers.py) train the same two accumulated
+steps on the same global batches as one device here, and report arrays and facts; the
+comparisons happen here. The same processes then run train.py and eval.py together (the tests
+that read `runs` are in this module, so one pytest-xdist worker waits for them, not both).
 
 Tolerances (tests/numerics.py): the configurations compute the same function and differ only in
 the order of their float32 reductions (per-device partial sums, all-reduces across devices and
@@ -20,6 +21,7 @@ import os
 import numpy as np
 import pytest
 
+from conftest import read_png
 from numerics import assert_same_updates
 from workers import BATCHES, REORDERINGS, distributed_config, random_batches, reordered, train
 
@@ -69,6 +71,29 @@ def test_two_processes_of_four_devices_match_one_device(runs):
     log = [json.loads(line) for line in open(out / "run2" / "metrics.jsonl")]
     assert [r["step"] for r in log] == [2]  # written by process 0 only
     assert sorted(os.listdir(out / "run2" / "checkpoints")) == ["2"]
+
+
+def test_train_py_and_eval_py_across_two_processes(runs):
+    """The user's commands on two processes x 4 devices (run by the `runs` processes of
+    conftest.py after their own checks, as the shell would run them one after the other): process
+    0 alone writes the logs and figures, the checkpoints written together restore for evaluation
+    (eval.py's main, after train.py's in the same two processes), and eval.py counts every example
+    of the split exactly once."""
+    facts, out = runs
+    run = out / "train_eval"
+    assert [facts[f"process_{pid}"]["train_then_eval"] for pid in (0, 1)] == [0, 0]
+    assert all(facts[f"process_{pid}"]["local_device_count"] == 4 and facts[f"process_{pid}"]["device_count"] == 8
+               for pid in (0, 1))
+    records = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    val = [r for r in records if "val_accuracy" in r]
+    assert [r["step"] for r in val] == [4, 8]  # one line per evaluation: process 0 only
+    assert sorted(os.listdir(run / "checkpoints")) == ["4", "8"]
+
+    results = json.load(open(run / "eval_latest" / "eval_results.json"))
+    assert results["checkpoint_step"] == 8 and results["num_examples"] == 96
+    assert results["accuracy"] == val[-1]["val_accuracy"]  # the same program on the same checkpoint
+    # Process 0 draws the masks of the first 3 validation canvases: 1 + 2 heads columns.
+    read_png(run / "eval_latest" / "attention_masks.png", size=(480, 510))
 
 
 def test_batch_sizes_that_do_not_divide_over_the_devices_are_refused():
