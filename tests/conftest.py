@@ -151,7 +151,7 @@ def tiny_run(tmp_path_factory):
     return tiny_run_config(directory), str(directory / "run"), result
 
 
-# train.py and then eval.py on two processes of 4 devices each: run by the `runs` processes once
+# train.py and then eval.py on two processes of 2 devices each: run by the `runs` processes once
 # they have joined (test_parallel.py reads the results).
 def distributed_commands(out: pathlib.Path, port: str) -> list[str]:
     return ["--config=configs/cluttered_mnist.py", f"--workdir={out / 'train_eval'}",
@@ -166,8 +166,8 @@ def distributed_commands(out: pathlib.Path, port: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def runs(tmp_path_factory):
-    """The multi-process workers (tests/workers.py), run once per session: two processes with 4
-    devices each (8 in all) that train the comparison's steps, then run train.py and eval.py
+    """The multi-process workers (tests/workers.py), run once per session: two processes with 2
+    devices each (4 in all) that train the comparison's steps, then run train.py and eval.py
     together. Returns their facts and the output folder."""
 
     def compute(out):
@@ -178,7 +178,7 @@ def runs(tmp_path_factory):
             commands = [*distributed_commands(out, port), f"--config.distributed.process_id={pid}",
                         "--", "--checkpoint=latest", "--split=validation"]
             procs[f"process_{pid}"] = spawn([worker, "distributed", str(out), "2", str(pid), port, *commands],
-                                            devices=4)
+                                            devices=2)
         return {name: last_json(finish(proc)[0]) for name, proc in procs.items()}
 
     out, facts = shared_once(tmp_path_factory, "parallel", compute)

@@ -1,4 +1,4 @@
-"""Data parallelism: two processes with 4 simulated CPU devices each (8 devices, `jax.distributed`
+"""Data parallelism: two processes with 2 simulated CPU devices each (4 devices, `jax.distributed`
 on localhost, gloo; the `runs` fixture of conftest.py runs them: tests/workers.py) train the same two accumulated
 steps on the same global batches as one device here, and report arrays and facts; the
 comparisons happen here. The same processes then run train.py and eval.py together (the tests
@@ -25,10 +25,10 @@ from conftest import read_png
 from numerics import assert_same_updates
 from workers import BATCHES, REORDERINGS, distributed_config, random_batches, reordered, train
 
-# Two steps with accumulation, 8 devices on two processes vs one device: step 2 starts from
+# Two steps with accumulation, 4 devices on two processes vs one device: step 2 starts from
 # parameters that already differ by step 1's rounding, which BatchNorm and max pooling carry into
 # step 2's update. Measured: at most 3.4e-5 of a tensor's update (2 processes x 2 devices vs 4
-# devices, Intel Xeon). A shard fed twice or dropped changes an update by ~1/8 or more.
+# devices, Intel Xeon). A shard fed twice or dropped changes an update by ~1/4 or more.
 TWO_STEP_RTOL = 2e-3
 
 
@@ -37,7 +37,7 @@ def load(path) -> dict[str, np.ndarray]:
         return dict(data)
 
 
-def test_two_processes_of_four_devices_match_one_device(runs):
+def test_two_processes_of_two_devices_match_one_device(runs):
     from wrna_jax import parallel
 
     facts, out = runs
@@ -47,13 +47,13 @@ def test_two_processes_of_four_devices_match_one_device(runs):
     for pid in (0, 1):
         process = facts[f"process_{pid}"]
         assert (process["joined"], process["process_count"], process["device_count"],
-                process["local_device_count"], process["state_devices"]) == (True, 2, 8, 4, 8)
+                process["local_device_count"], process["state_devices"]) == (True, 2, 4, 2, 4)
         before = load(out / f"distributed_before_2_{pid}.npz")
         np.testing.assert_array_equal(before["params/backbone/fc2/kernel"],  # same initialisation
                                       one[0]["params/backbone/fc2/kernel"])
         rows = assert_same_updates(one[0], one[1], load(out / f"distributed_after_2_{pid}.npz"), rtol=TWO_STEP_RTOL,
                                    reduction_size=BATCHES["size"] // config.grad_accum_steps * 40 * 40,
-                                   what=f"process {pid} of 2 (8 devices) vs one device",
+                                   what=f"process {pid} of 2 (4 devices) vs one device",
                                    reordered=[run[1] for run in noise])
         assert all(r["update"] > 0 for r in rows if r["name"].startswith("params/"))
         # Checkpoints written together restore exactly, on every process.
@@ -74,7 +74,7 @@ def test_two_processes_of_four_devices_match_one_device(runs):
 
 
 def test_train_py_and_eval_py_across_two_processes(runs):
-    """The user's commands on two processes x 4 devices (run by the `runs` processes of
+    """The user's commands on two processes x 2 devices (run by the `runs` processes of
     conftest.py after their own checks, as the shell would run them one after the other): process
     0 alone writes the logs and figures, the checkpoints written together restore for evaluation
     (eval.py's main, after train.py's in the same two processes), and eval.py counts every example
@@ -82,7 +82,7 @@ def test_train_py_and_eval_py_across_two_processes(runs):
     facts, out = runs
     run = out / "train_eval"
     assert [facts[f"process_{pid}"]["train_then_eval"] for pid in (0, 1)] == [0, 0]
-    assert all(facts[f"process_{pid}"]["local_device_count"] == 4 and facts[f"process_{pid}"]["device_count"] == 8
+    assert all(facts[f"process_{pid}"]["local_device_count"] == 2 and facts[f"process_{pid}"]["device_count"] == 4
                for pid in (0, 1))
     records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     val = [r for r in records if "val_accuracy" in r]
