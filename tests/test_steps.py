@@ -30,16 +30,28 @@ def batches(count, size=16, seed=0):
     return random_batches(count, size, seed)
 
 
+_PROGRAMS = {}
+
+
+def programs(config):
+    """(mesh, compiled step, initial state) of `config`, built once per config for the module:
+    the tests share their configurations, and tracing and loading a step again costs seconds."""
+    key = config.to_json_best_effort(sort_keys=True)
+    if key not in _PROGRAMS:
+        model = create_model(config)
+        mesh = parallel.create_mesh(1)
+        _PROGRAMS[key] = (mesh, steps.make_train_step(config, model, mesh, STEPS_PER_EPOCH),
+                          create_train_state(config, model, (40, 40, 1), mesh, STEPS_PER_EPOCH))
+    return _PROGRAMS[key]
+
+
 def train(config, data, states=None, reorderings=0):
     """(initial state, final state, per-step metrics) of `make_train_step` on one device;
     the state after every step is appended to `states` when given. With `reorderings`, also the
     final states of that many runs on the same batches with their examples reordered (within
     micro-batches), from the same initial state, for tests/numerics.py's noise estimate."""
-    model = create_model(config)
-    mesh = parallel.create_mesh(1)
-    step = steps.make_train_step(config, model, mesh, STEPS_PER_EPOCH)
+    mesh, step, first = programs(config)
     runs = [data] + [reordered(data, seed, config.grad_accum_steps) for seed in range(reorderings)]
-    first = create_train_state(config, model, (40, 40, 1), mesh, STEPS_PER_EPOCH)
     initial = jax.device_get(first)
     finals = []
     for run in runs:
