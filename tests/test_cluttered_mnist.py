@@ -332,6 +332,9 @@ def test_order_epochs_are_permutations_of_the_share_and_depend_on_the_seed_only(
     again = np.concatenate([order.Stream(0, 10, 200).indices(k) for k in range(40)])
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(order.Stream(1, 10, 200).indices(0), first[:10])
+    # Regression values: one process reads the device feed's order from before the shares, so a
+    # single-process device-feed run saved then resumes in its own order (checkpoint.check_same_order).
+    assert order.Stream(0, 6, 10).indices(1).tolist() == [7, 8, 1, 5, 7, 0]
 
 
 @pytest.mark.parametrize("start_step", [1, 6, 13, 40])  # 32 * 13 crosses two epoch ends.
