@@ -43,7 +43,7 @@ def share(num_examples: int, process_index: int = 0, process_count: int = 1) -> 
 
 @functools.cache
 def _cpu() -> jax.Device:
-    return jax.devices("cpu")[0]
+    return jax.local_devices(backend="cpu")[0]
 
 
 def epoch_permutation(seed: int, epoch: int, share_size: int, process_index: int = 0) -> np.ndarray:
