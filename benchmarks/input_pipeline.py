@@ -115,7 +115,7 @@ def tf_rate(builder: tfds.core.DatasetBuilder, preprocess_fn: Callable, threads:
     """(images per wall second, images per CPU second) of the training pipeline over
     `num_images` images, after a warm-up pass over the dataset."""
     ds = pipeline.create_split(builder, "train", BATCH, train=True, seed=0,
-                               preprocess_fn=preprocess_fn, shuffle_buffer=1024)
+                               preprocess_fn=preprocess_fn)
     options = tf.data.Options()
     options.threading.private_threadpool_size = threads
     options.threading.max_intra_op_parallelism = 1

@@ -99,8 +99,7 @@ def pipeline_batches(batch: int, tmp: str) -> Iterator[dict[str, np.ndarray]] | 
     builder = BenchImages(jpeg_dir=jpeg_dir, data_dir=os.path.join(tmp, "tfds"))
     builder.download_and_prepare()
     ds = pipeline.create_split(builder, "train", batch // jax.process_count(), train=True, seed=0,
-                               preprocess_fn=preprocessing.FineGrainedPreprocess(train=True),
-                               shuffle_buffer=256)
+                               preprocess_fn=preprocessing.FineGrainedPreprocess(train=True))
     return pipeline.as_numpy_batches(ds)
 
 

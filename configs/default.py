@@ -20,10 +20,11 @@ def dataset(name: str, **sections: dict) -> ml_collections.ConfigDict:
         test_split=placeholder(str),   # eval.py's default split
         data_dir=placeholder(str),     # TFDS data_dir (None: ~/tensorflow_datasets)
         manual_dir=placeholder(str),   # hand-downloaded files (None: <data_dir>/downloads/manual)
-        cache=True,                    # keep the training examples in memory after the first epoch
-        cache_dir=placeholder(str),    # ... or in files under this directory (e.g. decoded Food-101)
+        # The host feed holds each process's training share in memory (docs/feeds.md). cache: with
+        # images.decoded_cache, hold the decoded images (else the encoded ones, decoded each read);
+        cache=True,
+        cache_dir=placeholder(str),    # ... and keep them in files here for later runs (decoded Food-101)
         prepared_dir=placeholder(str), # the device feed's arrays (None: <data_dir>/wrna_jax_arrays)
-        shuffle_buffer=16_384,
     )
     return ml_collections.ConfigDict({**fields, **sections})
 

@@ -180,3 +180,39 @@ def test_the_feed_is_chosen_by_memory_and_a_resumed_run_keeps_its_own(data_dir):
     assert feeds.choose(config, saved="host") == "host"
     with pytest.raises(ConfigError, match=r"--split='nonsense': the dataset has splits \['test', 'train', 'validation'\]"):
         feeds.create_feed(config, mesh, ("nonsense",), kind="device")
+
+
+def test_both_feeds_read_the_same_training_examples_in_the_same_order(data_dir):
+    """For one seed the host feed's and the device feed's training batches hold the same
+    examples in the same order (cluttered MNIST: no random augmentation and the same canvases,
+    so the images are equal bit for bit); with two processes, the host feed's step-k rows of
+    process 0 then 1 are the global batch that `order.GlobalStream` gives the device feed."""
+    from conftest import tiny_train_config
+
+    from wrna_jax import feeds, parallel
+    from wrna_jax.data import order
+
+    config = tiny_train_config(data_dir)
+    config.seed = 3
+    mesh = parallel.create_mesh(1)
+    device = feeds.create_feed(config, mesh, ("train_split",), kind="device", announce=lambda line: None)
+    host = feeds.create_feed(config, mesh, ("train_split",), kind="host", announce=lambda line: None)
+    assert (device.kind, host.kind) == ("device", "host")
+    steps = 10  # 64 x 10 crosses the end of the first epoch of 512
+    device_batches = device.train_batches(config, mesh, start_step=6)
+    host_batches = host.train_batches(config, mesh, start_step=6)
+    for _ in range(steps - 6):
+        d, h = jax.device_get(next(device_batches)), jax.device_get(next(host_batches))
+        np.testing.assert_array_equal(d["label"], h["label"])
+        np.testing.assert_array_equal(d["image"], h["image"])
+    # Two processes of 32 rows each.
+    split = device.host_arrays("train")
+    glob = order.GlobalStream(config.seed, 512, np.repeat([0, 1], 32))
+    shares = [host.data.train_batches(32, seed=config.seed, start_step=7, process_index=p, process_count=2)
+              for p in (0, 1)]
+    for step in (7, 8):
+        rows = [next(share) for share in shares]
+        indices = glob.indices(step)
+        np.testing.assert_array_equal(np.concatenate([r["label"] for r in rows]), split.labels[indices])
+        np.testing.assert_array_equal(np.concatenate([r["image"] for r in rows]),
+                                      split.images[indices].astype(np.float32) / np.float32(255))

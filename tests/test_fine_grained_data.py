@@ -22,7 +22,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from configs import default
-from wrna_jax.data import catalogue, pipeline, prepare, preprocessing
+from wrna_jax.data import catalogue, order, pipeline, prepare, preprocessing
 from wrna_jax.data.input import create_input
 from wrna_jax.data.registry import DATASETS, dataset_spec
 
@@ -170,9 +170,8 @@ def test_batches_shapes_dtypes_range_determinism_and_resume(tmp_path, name):
         # 5 batches of 4 from 8 examples: crosses two epoch ends.
         stream = batches(dataset, train=True, take=5)
         resumed = batches(dataset, train=True, take=2, start_step=3)
-        # Without shuffling both seeds see the same order, so only augmentation can differ.
-        seed0 = batches(dataset, train=True, take=4, shuffle_buffer=1)
-        seed1 = batches(dataset, train=True, take=4, shuffle_buffer=1, seed=1)
+        seed0 = batches(dataset, train=True, take=4)  # two epochs
+        seed1 = batches(dataset, train=True, take=4, seed=1)
         evaluation = batches(dataset, train=False, take=3, pad_last_batch=True)
 
     for batch in stream + evaluation:
@@ -183,12 +182,21 @@ def test_batches_shapes_dtypes_range_determinism_and_resume(tmp_path, name):
         assert (batch["image"] >= low - 1e-5).all() and (batch["image"] <= high + 1e-5).all()
     assert len(evaluation) == 2 and all(batch["mask"].all() for batch in evaluation)
     assert_same_batches(stream[3:], resumed)
-    for a, b in zip(seed0, seed1):
-        np.testing.assert_array_equal(a["label"], b["label"])
-        assert not np.array_equal(a["image"], b["image"])
-    # Epochs 0 and 1 hold the same examples in the same order, augmented differently.
-    np.testing.assert_array_equal(seed0[0]["label"], seed0[2]["label"])
-    assert not np.array_equal(seed0[0]["image"], seed0[2]["image"])
+    # The mock's label is the example's index: the order is data/order.py's, which the seed draws.
+    epochs = {}
+    for seed, got in ((0, seed0), (1, seed1)):
+        stream = order.Stream(seed, 4, NUM_EXAMPLES)
+        for step, batch in enumerate(got):
+            np.testing.assert_array_equal(batch["label"], stream.indices(step) % entry.num_classes)
+        for epoch in (0, 1):  # each epoch's 8 augmented examples, by example
+            images = np.concatenate([b["image"] for b in got[2 * epoch:2 * epoch + 2]])
+            labels = np.concatenate([b["label"] for b in got[2 * epoch:2 * epoch + 2]])
+            assert sorted(labels) == list(range(NUM_EXAMPLES))
+            epochs[seed, epoch] = images[np.argsort(labels)]
+    assert not np.array_equal(seed0[0]["label"], seed1[0]["label"])
+    # The same examples are augmented anew each epoch and differently under another seed.
+    assert not np.array_equal(epochs[0, 0], epochs[0, 1])
+    assert not np.array_equal(epochs[0, 0], epochs[1, 0])
 
 
 def test_same_seed_gives_the_same_augmented_batches(tmp_path):

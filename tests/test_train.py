@@ -13,6 +13,7 @@ from conftest import restore, tiny_train_config
 from numerics import assert_close_to, gamma, probable_error
 from wrna_jax import checkpoint, evaluate, feeds, metrics
 from wrna_jax import train as train_module
+from wrna_jax.errors import ConfigError
 from wrna_jax.models import create_model
 from wrna_jax.optim import learning_rate_schedule, parameter_groups
 from wrna_jax.state import init_variables
@@ -129,6 +130,29 @@ def test_checkpoints_keep_the_latest_and_the_best(tmp_path):
     assert reopened.saved_config(4) == {"seed": 4}
     with pytest.raises(ValueError, match=r"use 'best', 'latest' or one of the saved steps \[2, 4, 5\]"):
         reopened.resolve("3")
+
+
+def test_a_run_saved_before_the_shared_order_resumes_only_where_its_order_is_unchanged(tmp_path):
+    """Checkpoints from before data/order.py defined both feeds' order have
+    dataset.shuffle_buffer: a host-feed run is refused in one line naming the fix; a
+    single-process device-feed run, whose order is unchanged, resumes."""
+    old = {"dataset": {"name": "d", "shuffle_buffer": 16384}, "seed": 0}
+    config = ml_collections.ConfigDict({"dataset": {"name": "d"}, "seed": 0})
+    for feed in ("host", "device"):
+        ckpts = checkpoint.Checkpoints(str(tmp_path / feed))
+        ckpts.save(3, {"w": np.zeros(2, np.float32)}, ml_collections.ConfigDict({**old, "input": {"feed": feed}}))
+        ckpts.wait()
+        if feed == "host":
+            with pytest.raises(ConfigError, match=r"^Cannot resume from step 3 in .*: the run was trained on the host "
+                                                  r"feed with a shuffle buffer, .* start a new run in another "
+                                                  r"--workdir"):
+                checkpoint.resume_point(ckpts, config)
+        else:
+            assert checkpoint.resume_point(ckpts, config) == 3
+            with pytest.raises(ConfigError, match="on the device feed with one order for all processes"):
+                checkpoint.check_same_order(ckpts.saved_config(3), 3, "w", process_count=2)
+        ckpts.close()
+    checkpoint.check_same_order({"dataset": {"name": "d"}, "input": {"feed": "host"}}, 3, "w", 2)  # a new run
 
 
 def test_ten_crop_evaluation_averages_log_probabilities_over_crops():

@@ -42,7 +42,10 @@ MODEL_SECTIONS = ("model", "attention")
 # run that changed them would silently continue as a different run.
 RUN_SETTINGS = ("dataset", "seed", "batch_size", "grad_accum_steps", "optimizer", "schedule")
 # Paths within those that change neither (where the data lives, whether it is cached).
-_RUN_SETTINGS_EXEMPT = ("dataset.data_dir", "dataset.manual_dir", "dataset.cache", "dataset.prepared_dir")
+# ('dataset.shuffle_buffer': runs saved before both feeds read data/order.py's order had one;
+# `check_same_order` decides whether they can resume.)
+_RUN_SETTINGS_EXEMPT = ("dataset.data_dir", "dataset.manual_dir", "dataset.cache", "dataset.cache_dir",
+                        "dataset.prepared_dir", "dataset.shuffle_buffer")
 # The JSON file of each JSON item (orbax's JsonCheckpointHandler names it 'metadata' unless told).
 _JSON_FILES = {"config": "metadata", "metrics": "metrics"}
 # What reading a damaged checkpoint raises: TensorStore's read errors (plain Exception), orbax's
@@ -417,6 +420,22 @@ def check_same_run(saved: Mapping[str, Any], config: ml_collections.ConfigDict, 
             "was trained with, or start a new run with another --workdir.")
 
 
+def check_same_order(saved: Mapping[str, Any], step: int, directory: str, process_count: int = 1) -> None:
+    """Raises a ConfigError when checkpoint `step` was saved before both feeds read the example
+    order of `data/order.py` (its config has `dataset.shuffle_buffer`) and that order differs
+    from the one it was trained in: always on the host feed (tf.data's shuffle buffer), and on
+    the device feed with several processes (a single process's device order is unchanged)."""
+    if "shuffle_buffer" not in (saved.get("dataset") or {}):
+        return
+    feed = (saved.get("input") or {}).get("feed", "host")
+    if feed == "host" or process_count > 1:
+        raise ConfigError(
+            f"Cannot resume from step {step} in {directory}: the run was trained on the {feed} feed "
+            f"{'with a shuffle buffer' if feed == 'host' else 'with one order for all processes'}, before "
+            "both feeds read the example order of data/order.py, so it cannot continue in its order: "
+            "start a new run in another --workdir (or finish it with the code it was started with).")
+
+
 def resume_point(ckpts: Checkpoints, config: ml_collections.ConfigDict) -> int:
     """The step training will resume from (0: afresh), after checking that the newest intact
     checkpoint holds this model and this run's data order and schedule."""
@@ -429,6 +448,7 @@ def resume_point(ckpts: Checkpoints, config: ml_collections.ConfigDict) -> int:
         ckpts.announce_damaged()
         check_same_model(saved, config, step, ckpts.directory)
         check_same_run(saved, config, step, ckpts.directory)
+        check_same_order(saved, step, ckpts.directory, jax.process_count())
         return step
     ckpts.check_not_all_damaged()
     return 0

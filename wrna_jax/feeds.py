@@ -8,7 +8,9 @@
   needs no TensorFlow once the arrays exist (`data/array_sources.py`).
 * 'auto': 'device' when the family has device preprocessing, the arrays exist or can be made,
   and they fit in `config.input.memory_fraction` of one device's memory; else 'host', said in
-  one line. A resumed run keeps the feed it was started with (the two orders differ).
+  one line. Both read the training examples in the order of `data/order.py` (the same
+  examples at every step for a seed); a resumed run keeps the feed it was started with, since
+  their augmentation draws differ (TensorFlow's stateless ops against `jax.random`).
 
 Both give the same thing to the loops: iterators of global batches {'image', 'label', 'mask'}
 sharded along the mesh's batch axis, so the training step, the evaluation step and the
@@ -223,10 +225,16 @@ class DeviceFeed:
 
     def train_batches(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       start_step: int) -> Iterator[Batch]:
-        """Global batches from step `start_step` of the stream (`data/order.py`) on."""
+        """Global batches from step `start_step` of the stream (`data/order.py`) on: each
+        process's rows of the batch are its share's step in the host feed's order, so with one
+        process both feeds read the same examples at every step. (Every process holds the whole
+        split; holding only its share, positions p, p + P, ... of the split, would be enough for
+        its own rows if the gather were made per process: not done.)"""
         parallel.check_batch_size(config.batch_size, mesh)
         split = self.upload(self.split("train_split"))
-        stream = order.Stream(config.seed, config.batch_size, int(split["labels"].shape[0]))
+        devices = mesh.devices.flat
+        row_processes = np.repeat([d.process_index for d in devices], config.batch_size // mesh.devices.size)
+        stream = order.GlobalStream(config.seed, int(split["labels"].shape[0]), row_processes)
         gather = self._gather(train=True)
         replicated = parallel.replicated(mesh)
         positions = np.arange(config.batch_size, dtype=np.int64)
@@ -291,7 +299,7 @@ def choose(config: ml_collections.ConfigDict, saved: str | None = None) -> str:
     if saved is not None:
         if asked not in ("auto", saved):
             raise ConfigError(f"config.input.feed={asked!r}, but the run in this workdir was fed by the {saved!r} "
-                              f"feed, whose example order differs: resume with --config.input.feed={saved} (or "
+                              f"feed (the feeds draw their random augmentation differently): resume with --config.input.feed={saved} (or "
                               "auto), or start a new run in another --workdir.")
         asked = saved
     spec = dataset_spec(config.dataset)

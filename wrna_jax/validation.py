@@ -91,7 +91,6 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "attention.width": (at_least_one, "a whole number >= 1"),
     "attention.gates": (switch, "True or False"),
     "attention.regularizer_weight": (optional(non_negative), "None (the preset's) or a number >= 0"),
-    "dataset.shuffle_buffer": (at_least_one, "a whole number >= 1"),
     "dataset.cache": (switch, "True or False"),
     "dataset.images.image_size": (at_least_one, "a whole number of pixels >= 1"),
     "dataset.images.resize_size": (at_least_one, "a whole number of pixels >= 1"),

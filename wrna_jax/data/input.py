@@ -87,13 +87,14 @@ class Input:
     def train_batches(self, batch_size: int, *, seed: int, start_step: int = 0, process_index: int = 0,
                       process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """This process's infinite stream of training batches of `batch_size`, from batch
-        `start_step` of the stream on (see `pipeline.create_split`)."""
+        `start_step` of the stream on, in the order of `data/order.py` (see
+        `pipeline.create_split`: this process's share of the training examples is held in host
+        memory)."""
         base, keep = self._subset(self.split("train_split"))
         ds = pipeline.create_split(
             self.builder, base, batch_size, train=True, seed=seed, keep=keep,
             preprocess_fn=self._preprocess(train=True), process_index=process_index,
-            process_count=process_count, cache=self.dataset["cache"], shuffle_buffer=self.dataset["shuffle_buffer"],
-            start_step=start_step, cache_file=self._cache_file(base, keep, process_index, process_count))
+            process_count=process_count, cache=self.dataset["cache"], start_step=start_step, cache_file=self._cache_file(base, keep, process_index, process_count))
         return pipeline.as_numpy_batches(ds)
 
     def eval_batches(self, split: str, batch_size: int, *, ten_crop: bool | None = None, process_index: int = 0,
@@ -109,11 +110,13 @@ class Input:
 
     def _cache_file(self, split: str, keep: np.ndarray | None, process_index: int, process_count: int) -> str | None:
         """Under `config.dataset.cache_dir`: a file prefix naming everything the cached examples
-        depend on (dataset, version, split, kept examples, process share, image settings)."""
+        depend on (dataset, version, split, kept examples, process share, image settings).
+        'share' names the strided training shares of `data/order.py`: files cached before them
+        (contiguous shares) are not read."""
         directory = self.dataset.get("cache_dir")
         if not directory:
             return None
-        what = json.dumps({"images": dict(self.dataset.get("images") or {}),
+        what = json.dumps({"share": "strided", "images": dict(self.dataset.get("images") or {}),
                            "keep": None if keep is None else hashlib.sha256(np.asarray(keep).tobytes()).hexdigest()},
                           sort_keys=True)
         name = (f"{self.builder.name}_{self.builder.version}_{split}_{process_index}of{process_count}_"

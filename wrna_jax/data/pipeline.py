@@ -3,13 +3,15 @@
 Every batch is a dict of tensors with a leading `batch_size` axis and a boolean `mask` (False
 only on eval padding), so training and evaluation code can treat batches alike. Training
 streams are infinite and depend only on (seed, process_index, position in the stream): the
-epoch order and, through the per-example seed `rng` handed to the preprocessing, the random
-augmentation. A run restarted with `start_step=k` sees exactly the batches, augmentation
+example order, which is `data/order.py`'s (the device feed's too), and, through the
+per-example seed `rng` handed to the preprocessing, the random augmentation. Each process's
+training share is held in host memory (`ShareStore`) so it can be read in that order. A run restarted with `start_step=k` sees exactly the batches, augmentation
 included, that an uninterrupted run sees from step k.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -17,13 +19,13 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from wrna_jax.data import order
 from wrna_jax.data.tensorflow_cpu import tf
 
 Example = dict[str, tf.Tensor]
 PreprocessFn = Callable[[Example], Example]
 
-# Folded into the (seed, process_index) key to derive augmentation seeds, so that they are
-# independent of the epoch-shuffle seeds derived from the same key.
+# Folded into the (seed, process_index) key to derive the augmentation seeds.
 _AUGMENTATION_STREAM = 0x6175676D656E74  # "augment"
 
 
@@ -47,17 +49,26 @@ def num_eval_batches(num_examples: int, batch_size: int, process_count: int = 1)
 def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int, *,
                  train: bool, seed: int, preprocess_fn: PreprocessFn, process_index: int = 0,
                  process_count: int = 1, pad_last_batch: bool = False, cache: bool = True,
-                 shuffle_buffer: int = 16_384, prefetch: int = tf.data.AUTOTUNE,
-                 start_step: int = 0, decoders: Any = None, keep: np.ndarray | None = None,
-                 cache_file: str | None = None) -> tf.data.Dataset:
+                 prefetch: int = tf.data.AUTOTUNE, start_step: int = 0, decoders: Any = None,
+                 keep: np.ndarray | None = None, cache_file: str | None = None) -> tf.data.Dataset:
     """Batches of this process's share of `split`; `batch_size` is per process.
 
-    Training (`train=True`): an infinite stream; epoch `e` is this share shuffled with a seed
-    derived from (seed, process_index, e), batches of exactly `batch_size` may straddle epochs.
-    `start_step=k` starts at batch k of that stream by skipping only inside the epoch where
-    batch k starts, so resuming costs at most one epoch of reading however large k is.
+    Training (`train=True`): an infinite stream in the order of `data/order.py`, the order the
+    device feed reads too. This process's share is positions p, p + P, ... of the example list
+    (`split` in file order, or its `keep` indices); epoch e is a permutation of the share drawn
+    from (seed, e, p), and batch k is positions k*b .. (k+1)*b - 1 of the concatenated epochs,
+    so batches straddle epochs and `start_step=k` starts directly at batch k. tf.data cannot
+    read TFRecord files at random, so the share is read once into host memory, a `ShareStore`
+    (Python-side, not captured in a tf.data graph): the examples as read (encoded image bytes
+    for the fine-grained family, uint8 arrays otherwise), or with `cache` and a `before_cache`
+    stage in `preprocess_fn` (`decoded_cache`: decoded, resized uint8 images) the examples after
+    that stage. Without `cache`, `before_cache` runs again each time an example is read.
+    `cache_file` keeps what the store is filled from in files with that prefix as well
+    (tf.data's file cache: written by the first run, read by later runs instead of decoding
+    again); the store is in memory either way.
 
-    Evaluation (`train=False`): one pass in file order. With `pad_last_batch`, the share is
+    Evaluation (`train=False`): one pass in file order over this process's contiguous share
+    (`process_split`), read from the files and not cached. With `pad_last_batch`, the share is
     padded with `mask=False` examples to `num_eval_batches(...)` full batches (identical on
     every process) so no example is dropped and shapes stay static; otherwise the last batch
     may be smaller.
@@ -67,12 +78,7 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
     a pure function of (seed, process_index, position of the example in the stream), for the
     augmentation to draw from. `decoders` (e.g. `tfds.decode.PartialDecoding`) says how the
     builder's features are decoded; by default the `decoders` attribute of `preprocess_fn`
-    when it has one (see `preprocessing.FineGrainedPreprocess`), else full decoding. Data are
-    cached in memory after reading and before preprocessing when `cache`: with undecoded
-    images that caches the encoded bytes; when `preprocess_fn` has a `before_cache` stage
-    (decoded images), it runs before the cache and `preprocess_fn` after it. `cache_file` puts
-    the cache in files with that prefix instead of memory (written in the first epoch, read
-    afterwards and by later runs).
+    when it has one (see `preprocessing.FineGrainedPreprocess`), else full decoding.
 
     `keep` (indices into `split`, e.g. a training split without its held-out validation
     examples, `data/holdout.py`) reads only those examples: every process reads the split, keeps
@@ -84,15 +90,15 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         raise ValueError(f"start_step={start_step}: must be >= 0.")
     if start_step and not train:
         raise ValueError(f"start_step={start_step}: only training streams can be resumed.")
-    if train and shuffle_buffer < 1:
-        raise ValueError(f"shuffle_buffer={shuffle_buffer}: must be >= 1.")
-    if keep is None:
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index}: must be in [0, {process_count}).")
+    if keep is None and not train:
         subsplit = process_split(split, process_index, process_count)
         num_examples = builder.info.splits[subsplit].num_examples
         total = builder.info.splits[split].num_examples
-    else:
-        subsplit, total = split, len(keep)
-        num_examples = len(range(process_index, total, process_count))
+    else:  # training shares are strided: every process_count-th example of the list
+        total = len(keep) if keep is not None else builder.info.splits[split].num_examples
+        subsplit, num_examples = split, len(order.share(total, process_index, process_count))
 
     options = tf.data.Options()
     options.deterministic = True
@@ -105,21 +111,25 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         kept = np.zeros(builder.info.splits[split].num_examples, bool)
         kept[np.asarray(keep)] = True
         kept = tf.constant(kept)
-        ds = (ds.enumerate().filter(lambda index, example: tf.gather(kept, index))
-              .map(lambda index, example: example).shard(process_count, process_index))
+        ds = ds.enumerate().filter(lambda index, example: tf.gather(kept, index)).map(
+            lambda index, example: example)
     before_cache = getattr(preprocess_fn, "before_cache", None)
-    if before_cache is not None:
-        ds = ds.map(before_cache, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if cache:
-        ds = ds.cache(cache_file or "")
 
     if train:
         if num_examples == 0:
             raise ValueError(f"process {process_index} of {process_count} has no examples of "
                              f"split {split!r} to train on.")
-        start_example = start_step * batch_size
-        ds = _epoch_stream(ds, num_examples, start_example, shuffle_buffer, seed, process_index)
-        positions = tf.data.Dataset.counter(start_example)
+        ds = ds.shard(process_count, process_index)
+        if before_cache is not None and cache:
+            ds = ds.map(before_cache, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            if cache_file:
+                ds = ds.cache(cache_file)
+        store = ShareStore.read(ds.with_options(options))
+        stream = order.Stream(seed, batch_size, total, process_index, process_count)
+        ds = store.stream(stream, start_step)
+        if before_cache is not None and not cache:
+            ds = ds.map(before_cache, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        positions = tf.data.Dataset.counter(start_step * batch_size)
         key = _augmentation_key(seed, process_index)
         ds = tf.data.Dataset.zip(ds, positions).map(
             lambda example, position: preprocess_fn(
@@ -128,6 +138,10 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         ds = ds.batch(batch_size, drop_remainder=True)
         ds = ds.map(lambda batch: {**batch, "mask": tf.ones([batch_size], tf.bool)})
     else:
+        if keep is not None:
+            ds = ds.shard(process_count, process_index)
+        if before_cache is not None:
+            ds = ds.map(before_cache, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.map(lambda example: {**preprocess_fn(example), "mask": tf.constant(True)},
                     num_parallel_calls=tf.data.AUTOTUNE)
         if pad_last_batch:
@@ -135,6 +149,96 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
             ds = ds.concatenate(_padding(ds.element_spec, padded - num_examples))
         ds = ds.batch(batch_size, drop_remainder=pad_last_batch)
     return ds.prefetch(prefetch).with_options(options)
+
+
+class ShareStore:
+    """A process's training share in host memory, for the stream to read at random.
+
+    Each feature of the examples is a list of numpy values, one per example (bytes objects for
+    encoded images, arrays otherwise), so it takes about the examples' own size: this process's
+    share of the encoded files, or of the decoded images with `decoded_cache`. The stream is a
+    `tf.data.Dataset.from_generator` that yields, per step, that step's examples packed into
+    one array per feature (values of varying shape flattened and concatenated, with their
+    shapes), unpacked and split into examples by graph ops. Nothing of the store is captured
+    in a tf.data graph, which tf.data would have to serialise (and cannot beyond 2 GB).
+    """
+
+    def __init__(self, element_spec: Any, columns: list[list[Any]]):
+        self.element_spec, self.columns = element_spec, columns
+        self.specs = tf.nest.flatten(element_spec)
+        for spec in self.specs:
+            if not isinstance(spec, tf.TensorSpec):
+                raise TypeError(f"the training store holds dense tensors only, not {spec}.")
+        self.fixed = [spec.shape.is_fully_defined() for spec in self.specs]
+
+    @classmethod
+    def read(cls, ds: tf.data.Dataset) -> "ShareStore":
+        """Reads all of `ds` (one pass)."""
+        columns: list[list[Any]] = [[] for _ in tf.nest.flatten(ds.element_spec)]
+        for example in tfds.as_numpy(ds):
+            for column, value in zip(columns, tf.nest.flatten(example)):
+                column.append(value)
+        return cls(ds.element_spec, columns)
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the examples' values (not counting Python's per-object overhead)."""
+        return sum(len(v) if isinstance(v, bytes) else np.asarray(v).nbytes for c in self.columns for v in c)
+
+    def _signature(self) -> dict[str, tf.TensorSpec]:
+        signature = {}
+        for i, (spec, fixed) in enumerate(zip(self.specs, self.fixed)):
+            if fixed:
+                signature[f"v{i}"] = tf.TensorSpec([None, *spec.shape], spec.dtype)
+            else:
+                signature[f"v{i}"] = tf.TensorSpec([None], spec.dtype)
+                signature[f"s{i}"] = tf.TensorSpec([None, spec.shape.rank], tf.int64)
+        return signature
+
+    def batch(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The examples at `positions` packed (see the class docstring)."""
+        packed = {}
+        for i, (spec, fixed, column) in enumerate(zip(self.specs, self.fixed, self.columns)):
+            values = [column[p] for p in positions]
+            if fixed:
+                packed[f"v{i}"] = np.asarray(values, dtype=object if spec.dtype == tf.string else
+                                             spec.dtype.as_numpy_dtype)
+            else:
+                packed[f"v{i}"] = np.concatenate([np.asarray(v).reshape(-1) for v in values])
+                packed[f"s{i}"] = np.asarray([np.shape(v) for v in values], np.int64).reshape(len(values), -1)
+        return packed
+
+    def stream(self, stream: order.Stream, start_step: int) -> tf.data.Dataset:
+        """The examples of `stream` from step `start_step` on, one by one (infinite)."""
+        if len(self) != stream.share_size:
+            raise ValueError(f"the store holds {len(self)} examples, the stream's share {stream.share_size}.")
+
+        def steps() -> Iterator[dict[str, np.ndarray]]:
+            for step in itertools.count(start_step):
+                yield self.batch(stream.positions(step))
+
+        def unpack(packed: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+            out = {}
+            for i, fixed in enumerate(self.fixed):
+                if fixed:
+                    out[f"v{i}"] = packed[f"v{i}"]
+                else:
+                    out[f"v{i}"] = tf.RaggedTensor.from_row_lengths(
+                        packed[f"v{i}"], tf.reduce_prod(packed[f"s{i}"], axis=1))
+                    out[f"s{i}"] = packed[f"s{i}"]
+            return out
+
+        def example(flat: dict[str, tf.Tensor]) -> Example:
+            leaves = [flat[f"v{i}"] if fixed else tf.ensure_shape(tf.reshape(flat[f"v{i}"], flat[f"s{i}"]), spec.shape)
+                      for i, (spec, fixed) in enumerate(zip(self.specs, self.fixed))]
+            return tf.nest.pack_sequence_as(self.element_spec, leaves)
+
+        ds = tf.data.Dataset.from_generator(steps, output_signature=self._signature())
+        ds = ds.map(unpack).unbatch().map(example, num_parallel_calls=tf.data.AUTOTUNE)
+        return ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
 def read_labels(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
@@ -152,31 +256,9 @@ def as_numpy_batches(ds: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
 
 
 def _augmentation_key(seed: int, process_index: int) -> tf.Tensor:
-    """The key that example seeds are folded from: distinct per (seed, process_index) and
-    independent of the epoch-shuffle keys."""
+    """The key that example seeds are folded from: distinct per (seed, process_index)."""
     return tf.random.experimental.stateless_fold_in(
         tf.constant([seed, process_index], tf.int64), _AUGMENTATION_STREAM)
-
-
-def _epoch_stream(ds: tf.data.Dataset, num_examples: int, start_example: int,
-                  shuffle_buffer: int, seed: int, process_index: int) -> tf.data.Dataset:
-    """Infinite concatenation of per-epoch shuffles of `ds`, from example `start_example` on.
-
-    Each epoch's shuffle seed is a pure function of (seed, process_index, epoch) rather than
-    the state of a `reshuffle_each_iteration` shuffle, which is what lets a resumed stream
-    start directly at the right epoch.
-    """
-    key = tf.constant([seed, process_index], tf.int64)
-
-    def shuffled_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        epoch_key = tf.random.experimental.stateless_fold_in(key, epoch)
-        epoch_seed = tf.random.stateless_uniform([], seed=epoch_key, minval=None, maxval=None,
-                                                 dtype=tf.int64)
-        return ds.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=False)
-
-    first_epoch, skip = divmod(start_example, num_examples)
-    stream = tf.data.Dataset.counter(first_epoch).flat_map(shuffled_epoch).skip(skip)
-    return stream.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY))
 
 
 def _padding(element_spec: Mapping[str, tf.TensorSpec], count: int) -> tf.data.Dataset:
