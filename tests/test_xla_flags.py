@@ -19,6 +19,8 @@ def test_cpu_defaults_are_added_and_a_users_setting_is_kept():
 
 
 def test_the_test_session_runs_with_them():
-    """conftest applies them before JAX starts, so the suite compiles what users run."""
+    """conftest applies them before JAX starts, so the suite compiles what users run (with LLVM's
+    optimisation off unless XLA_FLAGS sets a level: tests/conftest.py)."""
     assert "--xla_cpu_experimental_ynn_fusion_type=dot" in os.environ["XLA_FLAGS"].split()
+    assert any(flag.startswith("--xla_backend_optimization_level=") for flag in os.environ["XLA_FLAGS"].split())
     assert xla_flags.apply_cpu_defaults({}) is False  # JAX has started by now: too late to change
