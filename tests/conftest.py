@@ -187,7 +187,12 @@ def runs(tmp_path_factory):
                         "--", "--checkpoint=latest", "--split=validation"]
             procs[f"process_{pid}"] = spawn([worker, "distributed", str(out), "2", str(pid), port, *commands],
                                             devices=2)
-        return {name: last_json(finish(proc)[0]) for name, proc in procs.items()}
+        facts = {}
+        for name, proc in procs.items():
+            stdout, stderr = finish(proc)
+            (out / f"{name}.log").write_text(stdout + stderr)
+            facts[name] = last_json(stdout)
+        return facts
 
     out, facts = shared_once(tmp_path_factory, "parallel", compute)
     return facts, out

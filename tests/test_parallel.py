@@ -74,16 +74,27 @@ def test_two_processes_of_two_devices_match_one_device(runs):
 
 
 def test_train_py_and_eval_py_across_two_processes(runs):
-    """The user's commands on two processes x 2 devices (run by the `runs` processes of
-    conftest.py after their own checks, as the shell would run them one after the other): process
-    0 alone writes the logs and figures, the checkpoints written together restore for evaluation
-    (eval.py's main, after train.py's in the same two processes), and eval.py counts every example
-    of the split exactly once."""
+    """The user's commands on two processes x 2 devices, on the device feed (run by the `runs`
+    processes of conftest.py after their own checks, as the shell would run them one after the
+    other): each process holds only its share of the data, process 0 alone writes the logs and
+    figures, the checkpoints written together restore for evaluation (eval.py's main, after
+    train.py's in the same two processes), and eval.py counts every example of the split exactly
+    once."""
     facts, out = runs
     run = out / "train_eval"
     assert [facts[f"process_{pid}"]["train_then_eval"] for pid in (0, 1)] == [0, 0]
     assert all(facts[f"process_{pid}"]["local_device_count"] == 2 and facts[f"process_{pid}"]["device_count"] == 4
                for pid in (0, 1))
+    # The device feed: each process holds its half of each split (256 training and 96 validation
+    # canvases): 40 x 40 uint8 pixels, a 2 x int32 size, a bool and an int32 label each.
+    from wrna_jax import feeds
+
+    example = 40 * 40 + 2 * 4 + 1 + 4
+    logs = [(out / f"process_{pid}.log").read_text() for pid in (0, 1)]
+    assert (f"device feed: {feeds.describe_bytes((256 + 96) // 2 * example)} resident per device "
+            "(train, validation)") in logs[0]
+    assert all(f"device feed: {feeds.describe_bytes(96 // 2 * example)} resident per device (validation)" in log
+               for log in logs)
     records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     val = [r for r in records if "val_accuracy" in r]
     assert [r["step"] for r in val] == [4, 8]  # one line per evaluation: process 0 only

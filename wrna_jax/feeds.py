@@ -2,10 +2,12 @@
 
 * 'host': the TFDS/tf.data pipeline (`data/input.py`, `data/pipeline.py`): every example is
   read, decoded and augmented on the host's CPUs and each batch is copied to the devices.
-* 'device': whole splits held in accelerator memory as uint8 arrays (`data/arrays.py`,
-  replicated over the mesh, so every process holds them all), batches gathered and augmented
-  there by compiled code (`data/device_preprocessing.py`) in the order of `data/order.py`;
-  needs no TensorFlow once the arrays exist (`data/array_sources.py`).
+* 'device': splits held in accelerator memory as uint8 arrays (`data/arrays.py`): each process
+  holds its share of every split (positions p, p + P, ... of the split, `order.share`; with one
+  process the whole split), replicated over its own devices; batches are gathered and augmented
+  there by compiled code (`data/device_preprocessing.py`) in the order of `data/order.py`, and
+  the processes' rows make the global batch. Needs no TensorFlow once the arrays exist
+  (`data/array_sources.py`).
 * 'auto': 'device' when the family has device preprocessing, the arrays exist or can be made,
   and they fit in `config.input.memory_fraction` of one device's memory; else 'host', said in
   one line. Both read the training examples in the order of `data/order.py` (the same
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import itertools
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -108,6 +111,8 @@ class DeviceFeed:
 
     def __init__(self, dataset: Mapping[str, Any], mesh: jax.sharding.Mesh, **overrides: Any):
         self.dataset, self.mesh, self.overrides = dataset, mesh, overrides
+        self.process_index, self.process_count = jax.process_index(), jax.process_count()
+        self.local_mesh = parallel.local_mesh(mesh)
         self.spec: DatasetSpec = dataset_spec(dataset)
         self.num_classes = self.spec.num_classes
         self.preprocess = functools.partial(DEVICE_PREPROCESSING[self.spec.family], **self._settings())
@@ -171,11 +176,19 @@ class DeviceFeed:
         source, kept = self._selection(split)
         return self._source(source) if kept is None else self._source(source).take(kept)
 
+    def share(self, split: str) -> arrays.ImageArrays:
+        """This process's share of `split` on the host: positions p, p + P, ... (`order.share`)."""
+        host = self.host_arrays(split)
+        if self.process_count == 1:
+            return host
+        return host.take(order.share(host.num_examples, self.process_index, self.process_count))
+
     def split_bytes(self, split: str) -> int:
-        """Bytes `split` takes in device memory."""
-        source, kept = self._selection(split)
+        """Bytes this process's share of `split` takes on each of its devices."""
+        source, _ = self._selection(split)
         whole = self._source(source)
-        return whole.nbytes * (len(kept) if kept is not None else whole.num_examples) // max(whole.num_examples, 1)
+        held = len(order.share(self.num_examples(split), self.process_index, self.process_count))
+        return whole.nbytes * held // max(whole.num_examples, 1)
 
     def num_examples(self, split: str) -> int:
         source, kept = self._selection(split)
@@ -192,22 +205,26 @@ class DeviceFeed:
         return list(names) if names and len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
 
     def upload(self, split: str) -> dict[str, jax.Array]:
-        """`split` in device memory, replicated over the mesh (uploaded once)."""
+        """This process's share of `split` in device memory, replicated over its devices
+        (uploaded once)."""
         if split not in self._device:
-            host = self.host_arrays(split)
-            replicated = parallel.replicated(self.mesh)
-            self._device[split] = {name: _put(np.asarray(getattr(host, name)), replicated) for name in arrays.FILES}
+            held = self.share(split)
+            if held.num_examples == 0:
+                raise ConfigError(f"split {split!r} has {self.num_examples(split)} examples: too few for "
+                                  f"{self.process_count} processes to hold one each.")
+            replicated = parallel.replicated(self.local_mesh)
+            self._device[split] = {name: _put(np.asarray(getattr(held, name)), replicated) for name in arrays.FILES}
         return self._device[split]
 
     # Batches ----------------------------------------------------------------------------------
 
     def _gather(self, train: bool, ten_crop: bool = False):
-        """Compiled (split arrays, indices, positions or mask) -> a batch sharded over the mesh
-        (one program per kind of batch, kept for every later call)."""
+        """Compiled (share arrays, indices, positions or mask) -> this process's rows of a batch,
+        sharded over its devices (one program per kind of batch, kept for every later call)."""
         if (train, ten_crop) in self._gathers:
             return self._gathers[train, ten_crop]
         preprocess = functools.partial(DEVICE_PREPROCESSING[self.spec.family], **self._settings(ten_crop))
-        sharding = parallel.batch_sharding(self.mesh)
+        sharding = parallel.batch_sharding(self.local_mesh)
 
         def gather(split: Mapping[str, jax.Array], indices: jax.Array, extra: jax.Array, seed: int) -> Batch:
             picked = {name: split[name][indices] for name in arrays.FILES}
@@ -226,41 +243,57 @@ class DeviceFeed:
     def train_batches(self, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                       start_step: int) -> Iterator[Batch]:
         """Global batches from step `start_step` of the stream (`data/order.py`) on: each
-        process's rows of the batch are its share's step in the host feed's order, so with one
-        process both feeds read the same examples at every step. (Every process holds the whole
-        split; holding only its share, positions p, p + P, ... of the split, would be enough for
-        its own rows if the gather were made per process: not done.)"""
+        process gathers its rows of the batch, its share's step in the host feed's order, from
+        the share it holds, so with one process both feeds read the same examples at every step."""
         parallel.check_batch_size(config.batch_size, mesh)
-        split = self.upload(self.split("train_split"))
+        train_split = self.split("train_split")
+        held = self.upload(train_split)
         devices = mesh.devices.flat
         row_processes = np.repeat([d.process_index for d in devices], config.batch_size // mesh.devices.size)
-        stream = order.GlobalStream(config.seed, int(split["labels"].shape[0]), row_processes)
+        streams = order.GlobalStream(config.seed, self.num_examples(train_split), row_processes)
+        rows, stream = streams.rows[self.process_index], streams.streams[self.process_index]
         gather = self._gather(train=True)
-        replicated = parallel.replicated(mesh)
-        positions = np.arange(config.batch_size, dtype=np.int64)
+        replicated = parallel.replicated(self.local_mesh)
         for step in itertools.count(start_step):
-            position = (step * config.batch_size + positions).astype(np.uint32)  # keys fold in 32 bits
-            yield gather(split, _put(stream.indices(step), replicated), _put(position, replicated), config.seed)
+            position = (step * config.batch_size + rows).astype(np.uint32)  # keys fold in 32 bits
+            local = gather(held, _put(stream.positions(step).astype(np.int32), replicated),
+                           _put(position, replicated), config.seed)
+            yield self._global(local, mesh)
 
     def eval_batches(self, split: str, config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
                      ten_crop: bool | None = None) -> Iterator[Batch]:
-        """All of `split` in order, in full global batches (`mask` False past its end)."""
+        """All of `split` in full global batches, each process's rows from its share in order
+        (`mask` False past its end); every process yields the same number of batches."""
         batch_size = config.eval_batch_size
-        parallel.check_batch_size(batch_size, mesh, "eval_batch_size")
+        local_batch = parallel.check_batch_size(batch_size, mesh, "eval_batch_size")
         if ten_crop is None:
             ten_crop = bool((self.dataset.get("images") or {}).get("ten_crop", False))
-        arrays_ = self.upload(split)
-        total = int(arrays_["labels"].shape[0])
+        held = self.upload(split)
+        count = int(held["labels"].shape[0])
         gather = self._gather(train=False, ten_crop=ten_crop)
-        replicated = parallel.replicated(mesh)
-        for start in range(0, total, batch_size):
-            index = start + np.arange(batch_size)
-            yield gather(arrays_, _put(np.minimum(index, total - 1).astype(np.int32), replicated),
-                         _put(index < total, replicated), 0)
+        replicated = parallel.replicated(self.local_mesh)
+        largest_share = math.ceil(self.num_examples(split) / self.process_count)
+        for start in range(0, largest_share, local_batch):
+            index = start + np.arange(local_batch)
+            local = gather(held, _put(np.minimum(index, count - 1).astype(np.int32), replicated),
+                           _put(index < count, replicated), 0)
+            yield self._global(local, mesh)
+
+    def _global(self, local: Batch, mesh: jax.sharding.Mesh) -> Batch:
+        """This process's rows (sharded over its devices in the mesh's order) -> the global batch
+        sharded over the mesh: the shards stay where they are."""
+        if self.process_count == 1:
+            return local
+        sharding = parallel.batch_sharding(mesh)
+        return {name: jax.make_array_from_single_device_arrays(
+                    (value.shape[0] * self.process_count, *value.shape[1:]), sharding,
+                    [shard.data for shard in value.addressable_shards])
+                for name, value in local.items()}
 
 
 def _put(array: np.ndarray, sharding: jax.sharding.NamedSharding) -> jax.Array:
-    """A host array every process holds whole -> a global array with `sharding`."""
+    """A host array -> an array with `sharding` (over this process's devices, or every process
+    holding `array` whole)."""
     return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
 
 

@@ -31,6 +31,18 @@ def create_mesh(num_devices: int | None = None) -> Mesh:
     return Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def local_mesh(mesh: Mesh) -> Mesh:
+    """The devices of `mesh` this process drives, in the mesh's order, as a mesh of their own
+    (`mesh` itself with one process). A process's rows of a global batch sharded with
+    `batch_sharding(mesh)` are its devices' shards in this order."""
+    if jax.process_count() == 1:
+        return mesh
+    local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+    if len(local) * jax.process_count() != mesh.devices.size:
+        raise ValueError(f"the mesh's {mesh.devices.size} devices are not shared equally by {jax.process_count()} processes.")
+    return Mesh(np.asarray(local), mesh.axis_names)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
 
