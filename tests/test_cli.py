@@ -1,7 +1,8 @@
-"""train.py and eval.py as a user runs them: a run stopped by Ctrl-C, resumed, killed, and
-resumed again by the same command past a damaged checkpoint ends exactly where an uninterrupted
-run ends, with the same logs; a second run on its workdir is refused while it trains; eval.py reproduces its numbers;
-every user error ends with one line and exit status 2."""
+"""train.py and eval.py as a user runs them: a run stopped by Ctrl-C, resumed (in a new
+interpreter), killed, and resumed again by the same command past a damaged checkpoint ends
+exactly where an uninterrupted run ends, with the same logs; a second run on its workdir is
+refused while it trains; eval.py reproduces its numbers; every user error ends with one line and
+exit status 2."""
 
 import gc
 import json
@@ -12,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import jax
@@ -73,32 +75,44 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     workdir = str(tmp_path / "run")
     metrics = os.path.join(workdir, "metrics.jsonl")
 
-    # 1. While a run trains, a second one in its workdir is refused, naming the first.
-    first = spawn(command("train.py", workdir, data_dir))
-    wait_for(lambda: logged_steps(metrics), first, "the first log line")  # the loop runs
-    with pytest.raises(WorkdirError, match=rf"in use by another training run: pid {python_pid(first)} on "):
-        with TrainLock(workdir):
-            pass
-    # 2. Ctrl-C: the step finishes, a checkpoint is saved, exit status 130.
-    first.send_signal(signal.SIGINT)  # `timeout` passes it on to Python
-    out, err = first.communicate(timeout=300)
-    assert first.returncode == 130, err[-3000:]
+    from wrna_jax import cli
+
+    # 1. Ctrl-C, here to train.py's main in this process (the path of `python train.py` without
+    # a new interpreter), sent by a thread once the loop has logged: the step finishes, a
+    # checkpoint is saved, exit status 130.
+    def interrupt():
+        deadline = time.monotonic() + 280
+        while not logged_steps(metrics) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    capsys.readouterr()
+    assert cli.invoke(scripts["train.py"], command("train.py", workdir, data_dir)) == 130
+    said = capsys.readouterr()
     interrupted = saved_steps(workdir)[-1]
     assert 4 <= interrupted < 16, interrupted
-    assert f"Interrupted (SIGINT) at step {interrupted}: checkpoint saved in" in out + err
-    assert "run the same command again to resume" in out + err and "Traceback" not in err
-    # A quiet console: no absl INFO lines, no TensorFlow start-up lines (-v 1 shows them).
-    assert not re.search(r"^I\d{4} ", err, re.M) and "absl::InitializeLog" not in err, err[-3000:]
+    assert f"Interrupted (SIGINT) at step {interrupted}: checkpoint saved in" in said.out + said.err
+    assert "run the same command again to resume" in said.out + said.err
     assert logged_steps(metrics)[-1] == interrupted  # the partial window is logged
 
-    # 3. Resumed, then killed outright (SIGKILL) after a later checkpoint and more log lines.
+    # 2. Resumed as a user runs it (a new interpreter): while it trains, a second run in its
+    # workdir is refused, naming it; then it is killed outright (SIGKILL) after a later
+    # checkpoint and more log lines.
     second = spawn(command("train.py", workdir, data_dir))
+    wait_for(lambda: logged_steps(metrics)[-1] > interrupted, second, "a log line of the resumed run")
+    with pytest.raises(WorkdirError, match=rf"in use by another training run: pid {python_pid(second)} on "):
+        with TrainLock(workdir):
+            pass
     later = interrupted - interrupted % 8 + 8  # the next evaluation step
     wait_for(lambda: saved_steps(workdir)[-1] >= later and logged_steps(metrics)[-1] >= later + 4,
              second, f"a checkpoint at step {later} and a log line after it")
     killed_pid = python_pid(second)
     os.kill(killed_pid, signal.SIGKILL)
-    second.communicate(timeout=60)
+    _, err = second.communicate(timeout=60)
+    # A quiet console: no absl INFO lines, no TensorFlow start-up lines (-v 1 shows them).
+    assert not re.search(r"^I\d{4} ", err, re.M) and "absl::InitializeLog" not in err, err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
     *_, resumed_from, newest = saved_steps(workdir)
     assert logged_steps(metrics)[-1] > newest  # lines the next attempt logs again
     # A save killed half-way leaves orbax's temporary directory behind: ignored on resume.
@@ -106,11 +120,8 @@ def test_ctrl_c_kill_and_the_same_command_end_like_an_uninterrupted_run_and_eval
     # And the newest checkpoint is damaged (tests/test_checkpoint_damage.py has every kind).
     truncate_data_file(os.path.join(workdir, "checkpoints", str(newest)))
 
-    # 4. The same command again, here by train.py's main in this process (the path of `python
-    # train.py` without a new interpreter): takes over the dead run's lock, sets the damaged
-    # checkpoint aside, resumes from the one before, finishes.
-    from wrna_jax import cli
-
+    # 3. The same command again, in this process: takes over the dead run's lock, sets the
+    # damaged checkpoint aside, resumes from the one before, finishes.
     capsys.readouterr()
     with caplog.at_level(logging.INFO, logger="absl"):  # --verbosity=0: absl's INFO, as app.run logs it
         assert cli.invoke(scripts["train.py"], command("train.py", workdir, data_dir, "--verbosity=0")) == 0
