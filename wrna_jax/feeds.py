@@ -332,8 +332,8 @@ def choose(config: ml_collections.ConfigDict, saved: str | None = None) -> str:
     if saved is not None:
         if asked not in ("auto", saved):
             raise ConfigError(f"config.input.feed={asked!r}, but the run in this workdir was fed by the {saved!r} "
-                              f"feed (the feeds draw their random augmentation differently): resume with --config.input.feed={saved} (or "
-                              "auto), or start a new run in another --workdir.")
+                              "feed (the feeds draw their random augmentation differently): resume with "
+                              f"--config.input.feed={saved} (or auto), or start a new run in another --workdir.")
         asked = saved
     spec = dataset_spec(config.dataset)
     device_ok = spec.family in DEVICE_PREPROCESSING

@@ -39,7 +39,8 @@ def local_mesh(mesh: Mesh) -> Mesh:
         return mesh
     local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
     if len(local) * jax.process_count() != mesh.devices.size:
-        raise ValueError(f"the mesh's {mesh.devices.size} devices are not shared equally by {jax.process_count()} processes.")
+        raise ValueError(f"the mesh's {mesh.devices.size} devices are not shared equally by "
+                         f"{jax.process_count()} processes.")
     return Mesh(np.asarray(local), mesh.axis_names)
 
 

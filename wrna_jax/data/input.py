@@ -94,7 +94,8 @@ class Input:
         ds = pipeline.create_split(
             self.builder, base, batch_size, train=True, seed=seed, keep=keep,
             preprocess_fn=self._preprocess(train=True), process_index=process_index,
-            process_count=process_count, cache=self.dataset["cache"], start_step=start_step, cache_file=self._cache_file(base, keep, process_index, process_count))
+            process_count=process_count, cache=self.dataset["cache"], start_step=start_step,
+            cache_file=self._cache_file(base, keep, process_index, process_count))
         return pipeline.as_numpy_batches(ds)
 
     def eval_batches(self, split: str, batch_size: int, *, ten_crop: bool | None = None, process_index: int = 0,

@@ -5,8 +5,9 @@ only on eval padding), so training and evaluation code can treat batches alike. 
 streams are infinite and depend only on (seed, process_index, position in the stream): the
 example order, which is `data/order.py`'s (the device feed's too), and, through the
 per-example seed `rng` handed to the preprocessing, the random augmentation. Each process's
-training share is held in host memory (`ShareStore`) so it can be read in that order. A run restarted with `start_step=k` sees exactly the batches, augmentation
-included, that an uninterrupted run sees from step k.
+training share is held in host memory (`ShareStore`) so it can be read in that order. A run
+restarted with `start_step=k` sees exactly the batches, augmentation included, that an
+uninterrupted run sees from step k.
 """
 
 from __future__ import annotations
