@@ -101,9 +101,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *, model: Any,
                           jax.random.fold_in(dropout_rng, index))
             return jax.tree.map(jnp.add, totals, out), None
 
-        # Unrolled: XLA:CPU ran the rolled loop about ten times slower than the same micro-batches
-        # in straight-line code (the cluttered-MNIST attention step at k = 2, batch 16, 2 cores:
-        # 0.22 s against 0.023 s); k is small, so the longer compilation costs little.
+        # Unrolled: XLA:CPU runs the rolled loop many times slower than the same micro-batches in
+        # straight-line code (benchmarks/grad_accum.py, docs/benchmarks.md); k is small, so the
+        # longer compilation costs little.
         totals, _ = jax.lax.scan(accumulate, zeros, (jnp.arange(grad_accum_steps), micro), unroll=True)
         grads, batch_stats, metrics = jax.tree.map(lambda t: t / grad_accum_steps, totals)
 
