@@ -163,7 +163,7 @@ def tiny_run(tmp_path_factory):
 # they have joined (test_parallel.py reads the results).
 def distributed_commands(out: pathlib.Path, port: str) -> list[str]:
     return ["--config=configs/cluttered_mnist.py", f"--workdir={out / 'train_eval'}",
-            f"--config.dataset.data_dir={out / 'data'}", "--config.dataset.cluttered_mnist.num_train=256",
+            f"--config.dataset.data_dir={out / 'data'}", "--config.dataset.cluttered_mnist.num_train=128",
             "--config.dataset.cluttered_mnist.num_validation=96", "--config.dataset.cluttered_mnist.num_test=80",
             "--config.batch_size=64", "--config.eval_batch_size=32", "--config.num_epochs=2",
             "--config.attention.depth=1", "--config.log_every_steps=2",

@@ -85,23 +85,23 @@ def test_train_py_and_eval_py_across_two_processes(runs):
     assert [facts[f"process_{pid}"]["train_then_eval"] for pid in (0, 1)] == [0, 0]
     assert all(facts[f"process_{pid}"]["local_device_count"] == 2 and facts[f"process_{pid}"]["device_count"] == 4
                for pid in (0, 1))
-    # The device feed: each process holds its half of each split (256 training and 96 validation
+    # The device feed: each process holds its half of each split (128 training and 96 validation
     # canvases): 40 x 40 uint8 pixels, a 2 x int32 size, a bool and an int32 label each.
     from wrna_jax import feeds
 
     example = 40 * 40 + 2 * 4 + 1 + 4
     logs = [(out / f"process_{pid}.log").read_text() for pid in (0, 1)]
-    assert (f"device feed: {feeds.describe_bytes((256 + 96) // 2 * example)} resident per device "
+    assert (f"device feed: {feeds.describe_bytes((128 + 96) // 2 * example)} resident per device "
             "(train, validation)") in logs[0]
     assert all(f"device feed: {feeds.describe_bytes(96 // 2 * example)} resident per device (validation)" in log
                for log in logs)
     records = [json.loads(line) for line in open(run / "metrics.jsonl")]
     val = [r for r in records if "val_accuracy" in r]
-    assert [r["step"] for r in val] == [4, 8]  # one line per evaluation: process 0 only
-    assert sorted(os.listdir(run / "checkpoints")) == ["4", "8"]
+    assert [r["step"] for r in val] == [2, 4]  # one line per evaluation: process 0 only
+    assert sorted(os.listdir(run / "checkpoints")) == ["2", "4"]
 
     results = json.load(open(run / "eval_latest" / "eval_results.json"))
-    assert results["checkpoint_step"] == 8 and results["num_examples"] == 96
+    assert results["checkpoint_step"] == 4 and results["num_examples"] == 96
     assert results["accuracy"] == val[-1]["val_accuracy"]  # the same program on the same checkpoint
     # Process 0 draws the masks of the first 3 validation canvases: 1 + 2 heads columns.
     read_png(run / "eval_latest" / "attention_masks.png", size=(480, 510))

@@ -47,7 +47,7 @@ def distributed_config():
     from configs import cluttered_mnist
 
     config = cluttered_mnist.get_config()
-    config.update_from_flattened_dict({"attention.depth": 2, "batch_size": 32, "optimizer.learning_rate": 0.01,
+    config.update_from_flattened_dict({"attention.depth": 1, "batch_size": 32, "optimizer.learning_rate": 0.01,
                                        "grad_accum_steps": 2})
     return config
 
