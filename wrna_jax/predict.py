@@ -62,6 +62,8 @@ def class_names(config: ml_collections.ConfigDict, num_classes: int) -> list[str
         try:
             import tensorflow_datasets as tfds
 
+            from wrna_jax.data import tensorflow_cpu  # noqa: F401  (TensorFlow quietly, before TFDS loads it)
+
             if spec.module:
                 importlib.import_module(spec.module)
             builder = tfds.builder(spec.builder_name(config.dataset), data_dir=config.dataset.data_dir)
