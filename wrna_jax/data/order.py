@@ -11,8 +11,8 @@ batches straddle epochs and step k's examples depend only on (seed, k, b, N, p, 
 the processes' step-k rows, process by process; with one process it is the stream itself.
 
 The host feed (`data/pipeline.py`) reads its share in this order from host memory; the device
-feed (`feeds.DeviceFeed`) gathers the global batch's examples from the split held on the
-devices. Both therefore read the same examples in the same order for the same seed; their
+feed (`feeds.DeviceFeed`) gathers its rows of the global batch from the share each process holds
+on its devices. Both therefore read the same examples in the same order for the same seed; their
 augmentation draws differ (TensorFlow's stateless ops there, `jax.random` here), so a run is
 still resumed with the feed it started with.
 
@@ -33,11 +33,16 @@ ORDER_STREAM = 0x6F726472  # "ordr"
 AUGMENTATION_STREAM = 0x61756720  # "aug "
 
 
+def check_process(process_index: int, process_count: int) -> None:
+    """A ValueError unless 0 <= process_index < process_count."""
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"process_index={process_index}: must be in [0, {process_count}).")
+
+
 def share(num_examples: int, process_index: int = 0, process_count: int = 1) -> np.ndarray:
     """int64: the positions in the example list of process `process_index`'s share (p, p + P,
     ...); the shares are disjoint, cover the list and differ in size by at most one."""
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index}: must be in [0, {process_count}).")
+    check_process(process_index, process_count)
     return np.arange(process_index, num_examples, process_count, dtype=np.int64)
 
 

@@ -33,8 +33,7 @@ _AUGMENTATION_STREAM = 0x6175676D656E74  # "augment"
 def process_split(split: str, process_index: int = 0, process_count: int = 1
                   ) -> tfds.typing.SplitArg:
     """This process's disjoint share of `split` (shares differ in size by at most one)."""
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index}: must be in [0, {process_count}).")
+    order.check_process(process_index, process_count)
     return tfds.even_splits(split, n=process_count)[process_index]
 
 
@@ -91,8 +90,7 @@ def create_split(builder: tfds.core.DatasetBuilder, split: str, batch_size: int,
         raise ValueError(f"start_step={start_step}: must be >= 0.")
     if start_step and not train:
         raise ValueError(f"start_step={start_step}: only training streams can be resumed.")
-    if not 0 <= process_index < process_count:
-        raise ValueError(f"process_index={process_index}: must be in [0, {process_count}).")
+    order.check_process(process_index, process_count)
     if keep is None and not train:
         subsplit = process_split(split, process_index, process_count)
         num_examples = builder.info.splits[subsplit].num_examples
